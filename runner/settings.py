@@ -46,3 +46,8 @@ def debug() -> bool:
 def ensure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def kill_grace_seconds() -> float:
+    """How long a cancelled or timed-out step gets between SIGTERM and SIGKILL."""
+    return float(os.environ.get("FORGEYARD_KILL_GRACE") or 5.0)

@@ -50,10 +50,11 @@ class BuiltinStep:
     required: bool
     run: Callable[[StepContext], Mapping[str, Any]]
     requires: tuple[str, ...] = field(default_factory=tuple)  # keys that must run earlier in the same job
+    schema: dict | None = None  # the `with:` schema; None reads schemas/steps/<key>.schema.json
 
     @property
     def input_schema(self) -> dict:
-        return _load_input_schema(self.key)
+        return self.schema if self.schema is not None else _load_input_schema(self.key)
 
 
 @cache

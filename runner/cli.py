@@ -1,0 +1,121 @@
+"""The `forgeyard` command: parses arguments and hands each command to the engine; it prints, it does not decide.
+
+Heavy modules are imported inside the commands, so `forgeyard --help` and `validate` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from runner import exitcodes
+
+EXAMPLES = {
+    "run": "example:\n  forgeyard run pipelines/hello.yml --input who=world --secret TOKEN=s3cr3t-value",
+    "validate": "example:\n  forgeyard validate pipelines/*.yml",
+    "runs": "examples:\n  forgeyard runs list --status failed --limit 10\n  forgeyard runs show 42\n"
+            "  forgeyard runs logs 42",
+}
+
+
+class UsageError(Exception):
+    """A mistake on the command line; printed and answered with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forgeyard", description="Build customized Open WebUI packages from YAML pipelines.",
+        epilog="example:\n  forgeyard run pipelines/hello.yml --input who=world",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = _command(commands, "run", "run a pipeline file and stream its log")
+    run.add_argument("file", metavar="FILE", help="the pipeline YAML file")
+    run.add_argument("--input", action="append", default=[], metavar="K=V", help="an input value (repeatable)")
+    run.add_argument("--secret", action="append", default=[], metavar="K=V",
+                     help="a secret (repeatable); prefer --secrets-file or FORGEYARD_SECRET_<NAME> in the "
+                          "environment, which stay out of shell history")
+    run.add_argument("--secrets-file", metavar="F", help="KEY=VALUE lines (KEY<<EOF … EOF for multi-line)")
+    run.add_argument("--job", metavar="ID", help="run only this job and the jobs it needs")
+    run.add_argument("--workdir", metavar="DIR", help="make the run's workspace here (kept afterwards)")
+    run.add_argument("--keep-workspace", action="store_true", help="keep the workspace after the run")
+    run.add_argument("--json", action="store_true", help="print the result as JSON (the live log goes to stderr)")
+
+    validate = _command(commands, "validate", "check pipeline files; errors as FILE:LINE:COL: message")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+
+    runs = _command(commands, "runs", "list recorded runs, show one, or print its log")
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    runs_list = runs_commands.add_parser("list", help="newest runs first")
+    runs_list.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
+    runs_list.add_argument("--limit", type=int, default=20)
+    runs_list.add_argument("--offset", type=int, default=0)
+    runs_list.add_argument("--json", action="store_true")
+    runs_show = runs_commands.add_parser("show", help="a run with its jobs and steps")
+    runs_show.add_argument("run_id", type=int, metavar="ID")
+    runs_show.add_argument("--json", action="store_true")
+    runs_logs = runs_commands.add_parser("logs", help="a run's log, one [timestamp] line each")
+    runs_logs.add_argument("run_id", type=int, metavar="ID")
+    runs_logs.add_argument("--since", type=int, default=0, metavar="SEQ", help="only lines after this number")
+    return parser
+
+
+def _command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                               epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exitcodes.INVALID if exit_.code not in (0, None) else exitcodes.SUCCESS
+    if not args.command:
+        parser.print_help()
+        return exitcodes.INVALID
+    try:
+        if args.command == "validate":
+            return _validate(args.files)
+        if args.command == "run":
+            from runner.cli_run import run_command
+            return run_command(args)
+        from runner.cli_runs import runs_command
+        return runs_command(args)
+    except UsageError as error:
+        print(f"forgeyard: {error}", file=sys.stderr)
+        return exitcodes.INVALID
+    except KeyboardInterrupt:
+        return exitcodes.INTERRUPTED
+
+
+def _validate(files: list[str]) -> int:
+    from runner.diagnostics import DiagnosticError
+    from runner.spec import load_spec_file
+
+    code = exitcodes.SUCCESS
+    for file in files:
+        try:
+            spec = load_spec_file(file)
+        except DiagnosticError as error:
+            for diagnostic in error.diagnostics:
+                print(diagnostic.format(), file=sys.stderr)
+            code = exitcodes.INVALID
+            continue
+        except OSError as error:
+            print(f"{file}:0:0: cannot read: {error.strerror}", file=sys.stderr)
+            code = exitcodes.INVALID
+            continue
+        for warning in spec.warnings:
+            print(warning.format(), file=sys.stderr)
+        print(f"{file}: ok")
+    return code
+
+
+def split_assignment(text: str, option: str, *, secret: bool = False) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        # A malformed --secret may be the bare secret itself: never echo it.
+        raise UsageError(f"{option} takes NAME=VALUE" + ("" if secret else f", got {text!r}"))
+    return name.strip(), value

@@ -1,0 +1,106 @@
+"""What an execution reports while it runs, and the hub that masks secrets before any observer sees a line.
+
+The hub is the one place secrets are masked: every log line passes through it before it is stored,
+streamed or printed. Observers (the recorder, the console) must not receive text any other way.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runner.masking import SecretMasker
+from runner.timestamps import utcnow
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    seq: int
+    timestamp: datetime  # naive UTC, as every record
+    job_id: str | None
+    step_index: int | None
+    text: str
+    system: bool = False  # a line Forgeyard wrote about the run, not a step's own output
+
+
+@dataclass
+class StepReport:
+    job_id: str
+    index: int
+    step_id: str | None
+    name: str
+    kind: str  # "run" | "uses"
+    uses: str | None = None
+    status: str = "pending"  # pending|running|success|failure|cancelled|skipped|timed_out
+    outcome: str | None = None  # before continue-on-error, as GitHub's steps.<id>.outcome
+    exit_code: int | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.completed_at:
+            return (self.completed_at - self.started_at).total_seconds()
+        return None
+
+
+@dataclass
+class JobReport:
+    job_id: str
+    key: str
+    name: str
+    matrix: dict[str, Any]
+    status: str = "pending"  # pending|running|success|failure|cancelled|skipped|timed_out
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    steps: list[StepReport] = field(default_factory=list)
+
+
+class RunObserver:
+    """Receives an execution's events; every method may be called from any job thread, one at a time."""
+
+    def job_changed(self, job: JobReport) -> None: ...
+
+    def step_changed(self, step: StepReport) -> None: ...
+
+    def log(self, entry: LogEntry) -> None: ...
+
+    def run_finished(self, status: str, error: str | None) -> None: ...
+
+
+class EventHub:
+    """Serialises events from job threads, numbers log lines, masks secrets, and fans out to observers."""
+
+    def __init__(self, observers: list[RunObserver], masker: SecretMasker, first_seq: int = 1):
+        self._observers = observers
+        self.masker = masker
+        self._lock = threading.Lock()
+        self._seq = first_seq - 1
+
+    def log(self, job_id: str | None, step_index: int | None, text: str, *, system: bool = False) -> None:
+        with self._lock:
+            self._seq += 1
+            entry = LogEntry(self._seq, utcnow(), job_id, step_index, self.masker.mask(text), system)
+            for observer in self._observers:
+                observer.log(entry)
+
+    def job_changed(self, job: JobReport) -> None:
+        with self._lock:
+            for observer in self._observers:
+                observer.job_changed(job)
+
+    def step_changed(self, step: StepReport) -> None:
+        with self._lock:
+            for observer in self._observers:
+                observer.step_changed(step)
+
+    def run_finished(self, status: str, error: str | None) -> None:
+        with self._lock:
+            for observer in self._observers:
+                observer.run_finished(status, error)

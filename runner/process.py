@@ -1,0 +1,375 @@
+"""The one seam through which Forgeyard spawns processes, each in its own group; never a shell string."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of a step's process group
+KILL_WAIT_SECONDS = 5.0  # how long SIGKILLed processes get to disappear (one stuck in D state may never)
+READER_DRAIN_SECONDS = 1.0  # after the group is gone, for a process outside it that still holds the pipe
+MAX_LINE_BYTES = 64 * 1024
+CAPTURE_LIMIT_CHARS = 1024 * 1024
+_READ_SIZE = 64 * 1024
+_POLL_SECONDS = 0.02
+
+
+class CancelToken:
+    """Cooperative cancellation shared by a run: cancel() wakes all waiters and calls each callback once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._reason: str | None = None
+        self._callbacks: dict[object, Callable[[], None]] = {}
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._reason = reason
+            callbacks, self._callbacks = list(self._callbacks.values()), {}
+        self._event.set()
+        _call_all(callbacks)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def add_callback(self, fn: Callable[[], None]) -> object:
+        handle = object()
+        with self._lock:
+            if self._reason is None:
+                self._callbacks[handle] = fn
+                return handle
+        fn()
+        return handle
+
+    def remove_callback(self, handle: object) -> None:
+        with self._lock:
+            self._callbacks.pop(handle, None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    # One failing callback must not stop the others (each may be ending a different step).
+    errors = []
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int | None  # None when killed by a signal we sent; 128+n for a signal we did not send
+    timed_out: bool
+    cancelled: bool
+    duration: float  # seconds
+    signal: int | None  # the signal that ended the main process, if any
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # the fast path: a well-behaved step leaves nothing behind
+    except PermissionError:
+        pass  # a member we may not signal is still a member
+    return _scan_group(pgid)
+
+
+def _scan_group(pgid: int) -> bool:
+    # Zombies reparented to a non-reaping PID 1 (containers) still answer killpg(pgid, 0); they do not count.
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or nothing left we may signal
+        os.killpg(pgid, sig)
+
+
+def _wait_group_empty(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def terminate_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> bool:
+    """SIGTERM group `pgid`, then SIGKILL what is left after `grace` seconds; True once the group is empty."""
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_group(pgid, signal.SIGCONT)  # a stopped process would otherwise sit out the whole grace
+    if _wait_group_empty(pgid, grace):
+        return True
+    _signal_group(pgid, signal.SIGKILL)
+    return _wait_group_empty(pgid, KILL_WAIT_SECONDS)
+
+
+class _Terminator:
+    """Ends one process group once, on the first of timeout or cancellation, without blocking the caller."""
+
+    def __init__(self, pgid: int, grace: float) -> None:
+        self._pgid, self._grace = pgid, grace
+        self._lock = threading.Lock()
+        self._armed = True
+        self._thread: threading.Thread | None = None
+        self.cause: str | None = None  # "timeout" | "cancel"
+
+    def trigger(self, cause: str) -> None:
+        # Runs in the canceller's thread (maybe an API request), so the grace period is waited out elsewhere.
+        with self._lock:
+            if not self._armed or self.cause is not None:
+                return
+            self.cause = cause
+            self._thread = threading.Thread(target=terminate_group, args=(self._pgid, self._grace),
+                                            daemon=True)
+            self._thread.start()
+
+    def disarm(self) -> None:
+        """Ignore later triggers and wait for a termination in progress, so no signal outlives the step."""
+        with self._lock:
+            self._armed = False
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+class _LineSplitter:
+    """Turns chunks of bytes into text lines as they arrive, cutting lines longer than MAX_LINE_BYTES."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._buffer = bytearray()
+        self.error: Exception | None = None
+
+    def feed(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while True:
+            newline = buffer.find(b"\n", start, start + MAX_LINE_BYTES + 1)
+            if newline != -1:
+                self._emit(buffer[start:newline])
+                start = newline + 1
+            elif len(buffer) - start > MAX_LINE_BYTES:
+                cut = _utf8_cut(buffer, start + MAX_LINE_BYTES, start)
+                self._emit(buffer[start:cut])
+                start = cut
+            else:
+                break
+        del buffer[:start]
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._emit(self._buffer)
+            self._buffer = bytearray()
+
+    def _emit(self, raw: bytes | bytearray) -> None:
+        if self.error is not None:
+            return  # keep draining the pipe so the process never blocks on a full one
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            self._on_line(raw.decode("utf-8", errors="replace"))
+        except Exception as exc:
+            self.error = exc  # re-raised in the caller's thread by run_streaming
+
+
+def _utf8_cut(buffer: bytearray, cut: int, floor: int) -> int:
+    # Step back over UTF-8 continuation bytes (at most 3) so a chunk boundary does not split a character.
+    for candidate in range(cut, max(floor, cut - 3) - 1, -1):
+        if buffer[candidate] & 0xC0 != 0x80:
+            return candidate if candidate > floor else cut
+    return cut
+
+
+def _ready(fd: int, event: int, wake_fd: int) -> bool:
+    """Block until `fd` is ready for `event` (or hung up); False when woken up to stop instead."""
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.register(wake_fd, select.POLLIN)
+    return wake_fd not in dict(poller.poll())
+
+
+def _pump_output(fd: int, wake_fd: int, splitter: _LineSplitter) -> None:
+    while _ready(fd, select.POLLIN, wake_fd):
+        data = os.read(fd, _READ_SIZE)
+        if not data:
+            break
+        splitter.feed(data)
+    splitter.flush()
+
+
+def _feed_stdin(fd: int, data: bytes, wake_fd: int) -> None:
+    # Non-blocking writes: a process that never reads its stdin must not pin this thread forever.
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view and _ready(fd, select.POLLOUT, wake_fd):
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+    except BrokenPipeError:
+        pass  # the process exited or closed stdin before reading it all
+    finally:
+        os.close(fd)
+
+
+def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
+           with_stdin: bool) -> tuple[subprocess.Popen, int, int | None]:
+    """Start `argv` as the leader of a new process group; returns it, its output fd and its stdin fd."""
+    out_read, out_write = os.pipe()
+    in_read, in_write = os.pipe() if with_stdin else (None, None)
+    try:
+        proc = subprocess.Popen(
+            list(argv), env=dict(env), cwd=cwd, close_fds=True, start_new_session=True,
+            stdin=subprocess.DEVNULL if in_read is None else in_read,
+            stdout=out_write, stderr=subprocess.STDOUT)  # one pipe keeps stdout/stderr in their true order
+    except BaseException:
+        _close(out_read, in_write)
+        raise
+    finally:
+        _close(out_write, in_read)
+    return proc, out_read, in_write
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
+def _finish_threads(threads: list[threading.Thread], wake_fd: int) -> None:
+    # The pipes normally hit EOF once the group is gone, but a process that left it (setsid) may hold one.
+    deadline = time.monotonic() + READER_DRAIN_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    os.eventfd_write(wake_fd, 1)
+    for thread in threads:
+        thread.join()
+
+
+def _start_pumps(out_fd: int, in_fd: int | None, stdin_data: bytes | None, splitter: _LineSplitter,
+                 wake_fd: int) -> list[threading.Thread]:
+    threads = [threading.Thread(target=_pump_output, args=(out_fd, wake_fd, splitter), daemon=True)]
+    if in_fd is not None:
+        threads.append(threading.Thread(target=_feed_stdin, args=(in_fd, stdin_data, wake_fd), daemon=True))
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _start_timer(timeout: float | None, terminator: _Terminator) -> threading.Timer | None:
+    if timeout is None:
+        return None
+    timer = threading.Timer(timeout, terminator.trigger, args=("timeout",))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, on_line: Callable[[str], None],
+                  timeout: float | None = None, cancel: CancelToken | None = None,
+                  stdin_data: bytes | None = None, kill_grace: float = KILL_GRACE_SECONDS) -> ProcessResult:
+    """Run `argv` with exactly `env`, passing each output line to `on_line` (one reader thread) as it comes.
+
+    Returns once the process and everything left in its group are gone. Raises OSError if `argv` cannot be
+    started, and re-raises what `on_line` raised (after the process has ended; output is drained meanwhile).
+    """
+    started = time.monotonic()
+    if cancel is not None and cancel.cancelled:
+        return ProcessResult(None, False, True, 0.0, None)
+    proc, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
+    pgid = proc.pid  # start_new_session makes the process its group's leader
+    terminator = _Terminator(pgid, kill_grace)
+    splitter = _LineSplitter(on_line)
+    wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
+    threads = _start_pumps(out_fd, in_fd, stdin_data, splitter, wake_fd)
+    timer = _start_timer(timeout, terminator)
+    handle = cancel.add_callback(lambda: terminator.trigger("cancel")) if cancel is not None else None
+    try:
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if cancel is not None:
+            cancel.remove_callback(handle)
+        terminator.disarm()
+        # No process outlives its step: background children left in the group are ended too.
+        if group_alive(pgid):
+            terminate_group(pgid, kill_grace)
+        proc.wait()  # reaps the leader if the first wait was interrupted
+        _finish_threads(threads, wake_fd)
+        _close(out_fd, wake_fd)
+    if splitter.error is not None:
+        raise splitter.error
+    return _result(proc.returncode, terminator.cause, time.monotonic() - started)
+
+
+def _result(returncode: int, cause: str | None, duration: float) -> ProcessResult:
+    sig = -returncode if returncode < 0 else None
+    exit_code: int | None = returncode
+    if sig is not None:
+        exit_code = None if cause is not None else 128 + sig  # 128+n: what a shell reports for a signal death
+    return ProcessResult(exit_code, cause == "timeout", cause == "cancel", duration, sig)
+
+
+class _Tail:
+    """The last `limit` characters' worth of lines."""
+
+    def __init__(self, limit: int) -> None:
+        self._lines: collections.deque[str] = collections.deque()
+        self._size = 0
+        self._limit = limit
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line) + 1
+        while self._size > self._limit and len(self._lines) > 1:
+            self._size -= len(self._lines.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+def run_captured(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, timeout: float | None = None,
+                 cancel: CancelToken | None = None, stdin_data: bytes | None = None,
+                 limit: int = CAPTURE_LIMIT_CHARS) -> tuple[ProcessResult, str]:
+    """run_streaming for short helper commands: returns about the last `limit` characters of output."""
+    tail = _Tail(limit)
+    result = run_streaming(argv, env=env, cwd=cwd, on_line=tail.append, timeout=timeout, cancel=cancel,
+                           stdin_data=stdin_data)
+    return result, tail.text()

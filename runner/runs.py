@@ -1,0 +1,72 @@
+"""A run from start to end: the record made from a Spec, then plan → execute → records, the same for every entry.
+
+The CLI, the API, hooks, cron and workers all come through here; nothing else creates or finishes a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner import process, settings
+from runner.events import EventHub, RunObserver
+from runner.executor import DEFAULT_PARALLEL_JOBS, Executor, RunOutcome
+from runner.job import RunInfo
+from runner.masking import SecretMasker
+from runner.matrix import MatrixError
+from runner.models import Run
+from runner.plan import InputError, build_plan, resolve_inputs
+from runner.recorder import Recorder, mark_run
+from runner.spec import Spec, load_spec
+from runner.timestamps import utcnow
+from runner.workspace import RunWorkspace
+
+
+def create_run(spec: Spec, given_inputs: Mapping[str, Any], *, trigger: str, status: str = "pending",
+               **fields: Any) -> Run:
+    """Record a run of `spec`; raises InputError when the inputs do not fit the pipeline."""
+    inputs = resolve_inputs(spec.data.get("inputs") or {}, dict(given_inputs))
+    return Run.create(status=status, trigger=trigger, pipeline_name=spec.name, spec_yaml=spec.source,
+                      inputs_json=json.dumps(inputs), created_at=utcnow(), **fields)
+
+
+@dataclass
+class RunOptions:
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    cancel: process.CancelToken = field(default_factory=process.CancelToken)
+    force: process.CancelToken = field(default_factory=process.CancelToken)
+    observers: list[RunObserver] = field(default_factory=list)
+    workspace_root: Path | None = None
+    keep_workspace: bool = False
+    only_job: str | None = None
+    max_parallel_jobs: int = DEFAULT_PARALLEL_JOBS
+
+
+def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunOutcome:
+    """Plan and execute a recorded run, writing every event to its records; returns how it ended."""
+    spec = spec or load_spec(run.spec_yaml, run.pipeline_file or run.pipeline_name)
+    recorder = Recorder(run.id)
+    hub = EventHub([recorder, *options.observers], SecretMasker(options.secrets.values()))
+    mark_run(run.id, status="running", started_at=utcnow())
+    workspace = RunWorkspace(options.workspace_root or settings.workspace_dir() / f"run-{run.id}",
+                             keep=options.keep_workspace or options.workspace_root is not None)
+    try:
+        plan = build_plan(spec.data, json.loads(run.inputs_json or "{}"), name=spec.name,
+                          only_job=options.only_job)
+        mark_run(run.id, plan_json=json.dumps(plan.to_dict()))
+        info = RunInfo(run_id=run.id, trigger=run.trigger, workspace_root=workspace.root,
+                       secrets=options.secrets, plan_env=plan.env, inputs=plan.inputs)
+        outcome = Executor(plan, info, hub, workspace, options.cancel, options.force,
+                           options.max_parallel_jobs).execute()
+    except (InputError, MatrixError, ValueError) as error:
+        hub.log(None, None, f"Error: {error}", system=True)
+        outcome = RunOutcome("failed", "invalid_plan", [])
+    finally:
+        workspace.cleanup()
+    hub.run_finished(outcome.status, outcome.error)
+    recorder.close()
+    mark_run(run.id, status=outcome.status, error=outcome.error, completed_at=utcnow())
+    return outcome

@@ -1,0 +1,45 @@
+"""The context a built-in step runs in: its inputs, folder, log and the process seam bound to its deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner import process, settings
+from runner.events import EventHub
+
+
+@dataclass
+class BuiltinStepContext:
+    inputs: dict[str, Any]
+    workspace: Path
+    env: dict[str, str]
+    secrets: Mapping[str, str]
+    run_id: int | None
+    job_id: str
+    step_id: str | None
+    step_index: int
+    hub: EventHub
+    cancel: process.CancelToken
+    deadline: float | None  # time.monotonic() value after which processes are killed
+    timed_out: bool = field(default=False, init=False)
+
+    def log(self, line: str) -> None:
+        for part in str(line).splitlines() or [""]:
+            self.hub.log(self.job_id, self.step_index, part)
+
+    def add_mask(self, value: str) -> None:
+        self.hub.masker.add(value)
+
+    def run_process(self, argv: list[str], *, env: Mapping[str, str] | None = None,
+                    cwd: Path | None = None, stdin_data: bytes | None = None) -> process.ProcessResult:
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        result = process.run_streaming(
+            argv, env=dict(env if env is not None else self.env), cwd=cwd or self.workspace,
+            on_line=self.log, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
+            kill_grace=settings.kill_grace_seconds())
+        self.timed_out = self.timed_out or result.timed_out
+        return result

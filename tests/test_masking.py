@@ -1,0 +1,149 @@
+"""Tests for runner.masking: every form a secret takes in a log line is masked, ordinary text is not."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from runner.masking import MASK, SecretMasker, is_maskable
+
+pytestmark = [pytest.mark.security, pytest.mark.timeout(10)]
+
+SECRET = "s3cr3t?>>?~~~token"  # its base64 has '+' and '/', so the standard and URL-safe forms differ
+PLAIN = "hunter2hunter2"
+
+
+def b64(text: str, urlsafe: bool = False, padded: bool = True) -> str:
+    encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(text.encode()).decode()
+    return encoded if padded else encoded.rstrip("=")
+
+
+def test_plain_secret():
+    masker = SecretMasker([PLAIN])
+    assert masker.mask(f"password is {PLAIN}, hello world") == "password is ***, hello world"
+
+
+def test_surrounding_whitespace_is_stripped():
+    masker = SecretMasker(["  tok3n-value \n"])
+    assert masker.mask("x=tok3n-value;") == "x=***;"
+
+
+@pytest.mark.parametrize("encode", [quote, quote_plus], ids=["quote", "quote_plus"])
+def test_url_encoded_secret(encode):
+    secret = "p/+=&@ ss-word"
+    encoded = quote(secret, safe="") if encode is quote else quote_plus(secret)
+    assert encoded != secret
+    line = f"fatal: unable to access 'https://user:{encoded}@example.com/': 403"
+    assert SecretMasker([secret]).mask(line) == "fatal: unable to access 'https://user:***@example.com/': 403"
+
+
+@pytest.mark.parametrize("secret", ['pa"ss\\word', "line1\nline2-secret", "caf\u00e9-secret"])
+def test_json_escaped_secret(secret):
+    masker = SecretMasker([secret])
+    for ensure_ascii in (True, False):
+        line = json.dumps({"password": secret, "user": "alice"}, ensure_ascii=ensure_ascii)
+        assert masker.mask(line) == '{"password": "***", "user": "alice"}'
+
+
+@pytest.mark.parametrize("prefix", ["", "user:", "x-access-token:", "ab", "a"])
+@pytest.mark.parametrize("urlsafe", [False, True], ids=["standard", "urlsafe"])
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+def test_base64_secret_at_every_alignment(prefix, urlsafe, padded):
+    encoded = b64(prefix + SECRET, urlsafe, padded)
+    line = f"Authorization: Basic {encoded} (sent)"
+    masked = SecretMasker([SECRET]).mask(line)
+    assert encoded not in masked
+    # What is left of the token: the prefix's own characters, one mixed character each side, and padding.
+    alphabet = "A-Za-z0-9_=-" if urlsafe else "A-Za-z0-9+/="
+    match = re.fullmatch(rf"Authorization: Basic ([{alphabet}]*)\*\*\*([{alphabet}]*) \(sent\)", masked)
+    assert match, masked
+    assert len(match[1]) <= len(b64(prefix)) and len(match[2]) <= 3
+
+
+def test_standard_and_urlsafe_forms_differ_for_the_test_secret():
+    assert b64(SECRET) != b64(SECRET, urlsafe=True)
+
+
+def test_ordinary_text_and_unrelated_base64_are_left_alone():
+    masker = SecretMasker([PLAIN, SECRET])
+    for line in ["hello world", b64("hello world"), b64("user:another-password"), "hunter2 hunter", "token"]:
+        assert masker.mask(line) == line
+
+
+def test_longest_variant_wins_when_secrets_overlap():
+    masker = SecretMasker(["abcd", "abcdefgh"])
+    assert masker.mask("[abcdefgh] [abcd]") == "[***] [***]"
+
+
+def test_multiline_secret_printed_line_by_line():
+    pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n  AQEFAASCBKcwggSjAgEA  \nab\n-----END KEY-----\n"
+    masker = SecretMasker([pem])
+    for line in pem.splitlines():
+        masked = masker.mask(line)
+        if len(line.strip()) >= 4:
+            assert line.strip() not in masked and MASK in masked
+        else:
+            assert masked == line  # short lines are not masked: they would hide ordinary text everywhere
+    assert masker.mask("a tab") == "a tab"
+
+
+def test_secret_added_from_another_thread_is_eventually_masked():
+    masker = SecretMasker(["first-secret"])
+    line = "first-secret then late-secret"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            seen.append(masker.mask(line))
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    time.sleep(0.02)
+    masker.add("late-secret")
+    deadline = time.monotonic() + 5
+    while seen[-1] != "*** then ***" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    done.set()
+    thread.join()
+    assert seen[-1] == "*** then ***"
+    assert set(seen) <= {"*** then late-secret", "*** then ***"}
+
+
+def test_no_secrets_returns_the_same_object():
+    masker = SecretMasker()
+    line = "".join(["some ", "line"])
+    assert masker.mask(line) is line
+    assert not masker
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "\n"])
+def test_blank_secrets_are_ignored(secret):
+    masker = SecretMasker([secret])
+    assert not masker and masker.mask("a b") == "a b"
+
+
+def test_short_secret_is_masked_in_plain_form_only():
+    masker = SecretMasker(["a&b"])
+    assert masker
+    assert masker.mask("x a&b y") == "x *** y"
+    assert masker.mask("a%26b YSZi") == "a%26b YSZi"  # no URL-encoded or base64 variants
+
+
+def test_add_after_construction():
+    masker = SecretMasker()
+    masker.add(PLAIN)
+    assert masker and masker.mask(PLAIN) == MASK
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("abcd", True), ("  abcd  ", True), ("abc", False), (" ab ", False), ("    ", False), ("", False),
+])
+def test_is_maskable(value, expected):
+    assert is_maskable(value) is expected
