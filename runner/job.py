@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ class RunInfo:
     secrets: Mapping[str, str]
     plan_env: dict[str, Any]
     inputs: dict[str, Any]
+    pipeline_dir: Path | None = None
+    record_output: Callable[..., int | None] | None = None  # makes a build-output record of the run
 
 
 class JobRunner:
@@ -56,6 +58,7 @@ class JobRunner:
             job={"status": "success"})
         self.extra_path: list[str] = []
         self.deadline: float | None = None
+        self.state: dict[str, Any] = {}  # what the job's built-in steps hand on to each other
 
     # -- the job ---------------------------------------------------------------------------------------
 
@@ -242,9 +245,11 @@ class JobRunner:
         inputs = expressions.render(plan.with_, self.context)
         inputs = _validated_inputs(builtin.input_schema, inputs)
         context = BuiltinStepContext(
-            inputs=inputs, workspace=self.job_dir, env=self._process_env(env), secrets=self.info.secrets,
-            run_id=self.info.run_id, job_id=self.job.id, step_id=plan.id, step_index=plan.index, hub=self.hub,
-            cancel=self._token(), deadline=None if timeout is None else time.monotonic() + timeout)
+            inputs=inputs, workspace=self.job_dir, scratch=self.scratch_dir, env=self._process_env(env),
+            secrets=self.info.secrets, run_id=self.info.run_id, job_id=self.job.id, step_id=plan.id,
+            step_index=plan.index, pipeline_dir=self.info.pipeline_dir, state=self.state, hub=self.hub,
+            cancel=self._token(), deadline=None if timeout is None else time.monotonic() + timeout,
+            output_recorder=self.info.record_output)
         try:
             outputs = builtin.run(context) or {}
         except StepFailed as failure:

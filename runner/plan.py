@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from graphlib import TopologicalSorter
 from typing import Any
 
 from runner import expressions
@@ -125,13 +124,25 @@ def build_plan(data: dict[str, Any], inputs: dict[str, Any], *, name: str, only_
     defaults = (data.get("defaults") or {}).get("run") or {}
     jobs_data: dict[str, dict] = data["jobs"]
     if only_job is not None:
-        jobs_data = {key: jobs_data[key] for key in _with_needs(jobs_data, only_job)}
-    order = TopologicalSorter({key: _needs(job) for key, job in jobs_data.items()}).static_order()
+        keep = _with_needs(jobs_data, only_job)
+        jobs_data = {key: job for key, job in jobs_data.items() if key in keep}
+    order = _dependency_order(jobs_data)
     jobs: list[JobPlan] = []
     folders: set[str] = set()
     for key in order:
         jobs.extend(_expand_job(key, jobs_data[key], defaults, context, folders))
     return Plan(name=name, inputs=inputs, env=dict(data.get("env") or {}), jobs=jobs)
+
+
+def _dependency_order(jobs: dict[str, dict]) -> list[str]:
+    """Jobs after the jobs they need, otherwise in file order (deterministic, unlike a set-based sort)."""
+    placed: list[str] = []
+    remaining = list(jobs)
+    while remaining:
+        ready = next(key for key in remaining if all(need in placed for need in _needs(jobs[key])))
+        placed.append(ready)
+        remaining.remove(ready)
+    return placed
 
 
 def _with_needs(jobs: dict[str, dict], key: str) -> set[str]:

@@ -17,7 +17,7 @@ from runner.executor import DEFAULT_PARALLEL_JOBS, Executor, RunOutcome
 from runner.job import RunInfo
 from runner.masking import SecretMasker
 from runner.matrix import MatrixError
-from runner.models import Run
+from runner.models import BuildOutput, Run
 from runner.plan import InputError, build_plan, resolve_inputs
 from runner.recorder import Recorder, mark_run
 from runner.spec import Spec, load_spec
@@ -58,7 +58,9 @@ def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunO
                           only_job=options.only_job)
         mark_run(run.id, plan_json=json.dumps(plan.to_dict()))
         info = RunInfo(run_id=run.id, trigger=run.trigger, workspace_root=workspace.root,
-                       secrets=options.secrets, plan_env=plan.env, inputs=plan.inputs)
+                       secrets=options.secrets, plan_env=plan.env, inputs=plan.inputs,
+                       pipeline_dir=Path(run.pipeline_file).parent if run.pipeline_file else None,
+                       record_output=lambda **fields: BuildOutput.create(run=run.id, **fields).id)
         outcome = Executor(plan, info, hub, workspace, options.cancel, options.force,
                            options.max_parallel_jobs).execute()
     except (InputError, MatrixError, ValueError) as error:

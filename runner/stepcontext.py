@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,19 @@ from runner.events import EventHub
 class BuiltinStepContext:
     inputs: dict[str, Any]
     workspace: Path
+    scratch: Path
     env: dict[str, str]
     secrets: Mapping[str, str]
     run_id: int | None
     job_id: str
     step_id: str | None
     step_index: int
+    pipeline_dir: Path | None
+    state: dict[str, Any]
     hub: EventHub
     cancel: process.CancelToken
     deadline: float | None  # time.monotonic() value after which processes are killed
+    output_recorder: Callable[..., int | None] | None = None
     timed_out: bool = field(default=False, init=False)
 
     def log(self, line: str) -> None:
@@ -43,3 +47,6 @@ class BuiltinStepContext:
             kill_grace=settings.kill_grace_seconds())
         self.timed_out = self.timed_out or result.timed_out
         return result
+
+    def record_output(self, output_type: str, **fields: Any) -> int | None:
+        return self.output_recorder(output_type=output_type, **fields) if self.output_recorder else None

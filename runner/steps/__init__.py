@@ -27,11 +27,16 @@ class StepContext(Protocol):
 
     inputs: dict[str, Any]  # `with:` after expressions, schema defaults applied
     workspace: Path  # the job's folder; every file the step writes stays under it
-    env: dict[str, str]
+    scratch: Path  # private 0700 folder of the job outside the workspace (key files, DOCKER_CONFIG); removed
+    env: dict[str, str]  # the environment a step's processes get by default
     secrets: Mapping[str, str]
     run_id: int | None
     job_id: str
     step_id: str | None
+    pipeline_dir: Path | None  # folder of the pipeline file, for paths relative to it; None for API specs
+    # Shared by the built-in steps of one job, in order: what clone_repo checked out, what branding
+    # and configuration changed, which image was built. Keys are the step keys that wrote them.
+    state: dict[str, Any]
 
     def log(self, line: str) -> None: ...
 
@@ -39,6 +44,10 @@ class StepContext(Protocol):
 
     def run_process(self, argv: list[str], *, env: Mapping[str, str] | None = None,
                     cwd: Path | None = None, stdin_data: bytes | None = None) -> Any: ...
+
+    def record_output(self, output_type: str, **fields: Any) -> int | None:
+        """Record a build output (zip, docker_image, registry_image) of the run; returns its id."""
+        ...
 
 
 @dataclass(frozen=True)
