@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from runner.catalog import CATALOG_MODELS
 from runner.database import db, peewee, transaction_immediate
 from runner.models import ALL_MODELS
 from runner.timestamps import utcnow
@@ -26,6 +27,10 @@ def _create_tables(database: peewee.Database) -> None:
     database.create_tables(ALL_MODELS)
 
 
+def _create_catalog_tables(database: peewee.Database) -> None:
+    database.create_tables(CATALOG_MODELS)
+
+
 # Append-only; a released migration never changes. To add one, append e.g.
 #
 #     def _add_runs_note(database):
@@ -39,6 +44,7 @@ def _create_tables(database: peewee.Database) -> None:
 # already has the column: guard such steps with `name not in {c.name for c in database.get_columns(t)}`.
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "create tables", _create_tables),
+    (2, "repositories, registries, branding templates and presets", _create_catalog_tables),
 ]
 
 
