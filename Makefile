@@ -27,6 +27,7 @@ run: install
 	$(BIN)/forgeyard run pipelines/hello.yml --input who="$${USER:-world}"
 
 test: install-test
+	bash tests/services/install.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install-test

@@ -14,6 +14,10 @@ from runner import exitcodes
 EXAMPLES = {
     "run": "example:\n  forgeyard run pipelines/hello.yml --input who=world --secret TOKEN=s3cr3t-value",
     "validate": "example:\n  forgeyard validate pipelines/*.yml",
+    "serve": "example:\n  forgeyard serve --host 127.0.0.1 --port 8080 --workers 2",
+    "worker": "example:\n  FORGEYARD_DATABASE_URL=postgresql://forgeyard@db/forgeyard forgeyard worker --concurrency 4",
+    "token": "example:\n  forgeyard token create --name ci --role operator",
+    "cleanup": "example:\n  forgeyard cleanup",
     "runs": "examples:\n  forgeyard runs list --status failed --limit 10\n  forgeyard runs show 42\n"
             "  forgeyard runs logs 42",
 }
@@ -58,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     runs_logs = runs_commands.add_parser("logs", help="a run's log, one [timestamp] line each")
     runs_logs.add_argument("run_id", type=int, metavar="ID")
     runs_logs.add_argument("--since", type=int, default=0, metavar="SEQ", help="only lines after this number")
+
+    serve = _command(commands, "serve", "serve the REST API with embedded workers and the cleanup timer")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2, metavar="N", help="runs executed at once (0: API only)")
+
+    worker = _command(commands, "worker", "claim queued runs from the shared database and execute them")
+    worker.add_argument("--concurrency", type=int, default=2, metavar="N")
+
+    token = _command(commands, "token", "create an API token (printed once; only its hash is stored)")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    token_create = token_commands.add_parser("create", help="a new token for a role")
+    token_create.add_argument("--name", required=True)
+    token_create.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+
+    _command(commands, "cleanup", "remove expired ZIP files and local images, and mark their records")
     return parser
 
 
@@ -81,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from runner.cli_run import run_command
             return run_command(args)
+        if args.command in ("serve", "worker", "token"):
+            from runner import cli_server
+            return getattr(cli_server, f"{args.command}_command")(args)
+        if args.command == "cleanup":
+            from runner.cli_cleanup import cleanup_command
+            return cleanup_command(args)
         from runner.cli_runs import runs_command
         return runs_command(args)
     except UsageError as error:

@@ -176,9 +176,6 @@ class Executor:
             failed = [r for r in reports if r.status in FAILED and r.job_id not in self._continued]
             status = "failed" if failed else "completed"
             error = self._failure_code(failed) if failed else None
-        summary = {"completed": "Pipeline completed successfully", "failed": "Pipeline failed",
-                   "cancelled": "Pipeline cancelled"}[status]
-        self.hub.log(None, None, summary, system=True)
         return RunOutcome(status, error, reports)
 
     @staticmethod

@@ -8,6 +8,7 @@ from runner.catalog import CATALOG_MODELS
 from runner.database import db, peewee, transaction_immediate
 from runner.models import ALL_MODELS
 from runner.timestamps import utcnow
+from runner.tokens import ApiToken
 
 # Any constant works as long as every Forgeyard process uses the same one ("FYMG").
 _ADVISORY_LOCK_KEY = 0x46594D47
@@ -31,6 +32,19 @@ def _create_catalog_tables(database: peewee.Database) -> None:
     database.create_tables(CATALOG_MODELS)
 
 
+def _create_token_table(database: peewee.Database) -> None:
+    database.create_tables([ApiToken])
+
+
+def _add_runs_queued_at(database: peewee.Database) -> None:
+    if "queued_at" not in {column.name for column in database.get_columns("runs")}:
+        from playhouse.migrate import SchemaMigrator
+        from playhouse.migrate import migrate as run_operations
+
+        run_operations(SchemaMigrator.from_database(database).add_column(
+            "runs", "queued_at", peewee.DateTimeField(null=True)))
+
+
 # Append-only; a released migration never changes. To add one, append e.g.
 #
 #     def _add_runs_note(database):
@@ -45,6 +59,8 @@ def _create_catalog_tables(database: peewee.Database) -> None:
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "create tables", _create_tables),
     (2, "repositories, registries, branding templates and presets", _create_catalog_tables),
+    (3, "api tokens", _create_token_table),
+    (4, "runs.queued_at", _add_runs_queued_at),
 ]
 
 

@@ -54,6 +54,7 @@ class Run(Record):
     registry_id = peewee.IntegerField(null=True)
     custom_parameters_json = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow, index=True)
+    queued_at = peewee.DateTimeField(null=True)  # set when the run is asked to execute; workers claim these
     started_at = peewee.DateTimeField(null=True)
     completed_at = peewee.DateTimeField(null=True)
     attempt = peewee.IntegerField(default=0)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from runner.database import db, peewee
 from runner.models import BuildOutput, JobResult, LogLine, Run, StepResult
+from runner.timestamps import utcnow
 
 # 1,000 rows x 6 columns stays far below SQLite's limit of 32,766 bound parameters per statement.
 _CHUNK_ROWS = 1000
@@ -62,6 +63,14 @@ def iter_log_lines(run_id: int, since_seq: int = 0, batch: int = 5000) -> Iterat
 def last_log_seq(run_id: int) -> int:
     """The highest seq stored for the run, 0 when it has no lines."""
     return LogLine.select(peewee.fn.MAX(LogLine.seq)).where(LogLine.run == run_id).scalar() or 0
+
+
+def append_log_line(run_id: int, text: str) -> int:
+    """Add one line after the run's last (for events outside an execution, e.g. a lost worker); returns its seq."""
+    seq = last_log_seq(run_id) + 1
+    insert_log_lines([{"run": run_id, "seq": seq, "timestamp": utcnow(), "job_id": None, "step_index": None,
+                       "text": text}])
+    return seq
 
 
 def insert_log_lines(rows: list[dict]) -> None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import process, settings
+from runner import process, queries, settings
 from runner.events import EventHub, RunObserver
 from runner.executor import DEFAULT_PARALLEL_JOBS, Executor, RunOutcome
 from runner.job import RunInfo
 from runner.masking import SecretMasker
 from runner.matrix import MatrixError
-from runner.models import BuildOutput, Run
+from runner.models import BuildOutput, JobResult, Run, StepResult
 from runner.plan import InputError, build_plan, resolve_inputs
 from runner.recorder import Recorder, mark_run
 from runner.spec import Spec, load_spec
@@ -48,8 +48,12 @@ class RunOptions:
 def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunOutcome:
     """Plan and execute a recorded run, writing every event to its records; returns how it ended."""
     spec = spec or load_spec(run.spec_yaml, run.pipeline_file or run.pipeline_name)
+    # A run taken back from a lost worker executes again: its log goes on, its job and step results restart.
+    JobResult.delete().where(JobResult.run == run.id).execute()
+    StepResult.delete().where(StepResult.run == run.id).execute()
     recorder = Recorder(run.id)
-    hub = EventHub([recorder, *options.observers], SecretMasker(options.secrets.values()))
+    hub = EventHub([recorder, *options.observers], SecretMasker(options.secrets.values()),
+                   first_seq=queries.last_log_seq(run.id) + 1)
     mark_run(run.id, status="running", started_at=utcnow())
     workspace = RunWorkspace(options.workspace_root or settings.workspace_dir() / f"run-{run.id}",
                              keep=options.keep_workspace or options.workspace_root is not None)
@@ -68,7 +72,16 @@ def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunO
         outcome = RunOutcome("failed", "invalid_plan", [])
     finally:
         workspace.cleanup()
+    hub.log(None, None, _summary(run.id, outcome), system=True)
     hub.run_finished(outcome.status, outcome.error)
     recorder.close()
     mark_run(run.id, status=outcome.status, error=outcome.error, completed_at=utcnow())
     return outcome
+
+
+def _summary(run_id: int, outcome: RunOutcome) -> str:
+    if outcome.status == "completed":
+        return f"Pipeline completed successfully. Generated {len(queries.build_outputs(run_id))} output(s)."
+    if outcome.status == "cancelled":
+        return "Pipeline cancelled."
+    return f"Pipeline failed ({outcome.error})."

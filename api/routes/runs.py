@@ -1,0 +1,209 @@
+"""Pipeline runs: list, create (from a build request, a stored pipeline or a raw spec), show, execute, cancel, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from api.auth import require
+from api.endpoint import by_method, endpoint, int_param
+from api.errors import ApiError, not_found, validation
+from api.translate import build_request_yaml, parse_build_request, spec_error
+from api.views import run_view
+from runner import catalog, queries, queue, settings
+from runner.diagnostics import DiagnosticError
+from runner.models import RUN_STATUSES, Run
+from runner.plan import InputError
+from runner.runs import create_run as record_run
+from runner.spec import load_spec
+from runner.timestamps import format_timestamp
+
+CREATED_LINE = "Pipeline run created. Waiting for execution."
+MAX_WAIT_SECONDS = 300
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@endpoint("viewer")
+def list_runs(request: Request) -> JSONResponse:
+    status = request.query_params.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        raise validation(f"status must be one of {', '.join(RUN_STATUSES)}")
+    limit = int_param(request, "limit", low=1, high=100_000)
+    offset = int_param(request, "offset", default=0, low=0)
+    runs = queries.list_runs(status=status, limit=limit, offset=offset)
+    return JSONResponse({"success": True, "runs": [run_view(run, full=False) for run in runs], "count": len(runs),
+                         "total": queries.count_runs(status)})
+
+
+@endpoint("operator", body=True)
+def create_run(request: Request, body: dict[str, Any]) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    fingerprint = _fingerprint(key, body) if key else None
+    if fingerprint:
+        existing = _idempotent_replay(fingerprint)
+        if existing is not None:
+            return JSONResponse({"success": True, "pipeline_run": run_view(existing)}, status_code=200)
+    run = _create(request, body, fingerprint)
+    return JSONResponse({"success": True, "pipeline_run": run_view(run)}, status_code=201)
+
+
+def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> Run:
+    forms = [name for name in ("steps_to_execute", "pipeline", "spec") if name in body]
+    if len(forms) != 1:
+        raise validation("give exactly one of steps_to_execute, pipeline or spec")
+    fields: dict[str, Any] = {"idempotency_key": fingerprint}
+    if forms[0] == "steps_to_execute":
+        build = parse_build_request(body)
+        _check_references(build.git_repository_id, build.registry_id)
+        text, name, inputs = build_request_yaml(build, "api-build"), "api-build", {}
+        fields.update(steps_to_execute_json=json.dumps(build.steps), output_type=build.output_type,
+                      git_repository_id=build.git_repository_id, registry_id=build.registry_id,
+                      custom_parameters_json=json.dumps(build.custom_parameters))
+    else:
+        unknown = sorted(set(body) - {forms[0], "inputs"})
+        if unknown:
+            raise validation(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
+        inputs = body.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise validation("inputs must be an object")
+        if forms[0] == "spec":
+            require(request, "admin")  # run: steps execute shell commands on the host
+            text, name = _text(body["spec"], "spec"), "<spec>"
+        else:
+            name = _text(body["pipeline"], "pipeline")
+            text = _pipeline_file(name).read_text()
+            fields["pipeline_file"] = str(_pipeline_file(name))
+    try:
+        spec = load_spec(text, name)
+        run = record_run(spec, inputs, trigger="api", **fields)
+    except DiagnosticError as error:
+        raise spec_error(error) from None
+    except InputError as error:
+        raise validation(str(error), "invalid_input") from None
+    queries.append_log_line(run.id, CREATED_LINE)
+    return run
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise validation(f"{name} must be a non-empty string")
+    return value
+
+
+def _pipeline_file(name: str) -> Path:
+    folder = settings.pipelines_dir().resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or path.suffix not in (".yml", ".yaml") or not path.is_file():
+        raise not_found(f"pipeline {name!r}")
+    return path
+
+
+def _check_references(repository_id: int | None, registry_id: int | None) -> None:
+    if repository_id is not None and catalog.Repository.get_or_none(catalog.Repository.id == repository_id) is None:
+        raise not_found(f"repository {repository_id}")
+    if registry_id is not None and catalog.Registry.get_or_none(catalog.Registry.id == registry_id) is None:
+        raise not_found(f"registry {registry_id}")
+
+
+def _fingerprint(key: str, body: dict[str, Any]) -> str:
+    if len(key) > 200:
+        raise validation("Idempotency-Key must be at most 200 characters")
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:32]}:{digest}"
+
+
+def _idempotent_replay(fingerprint: str) -> Run | None:
+    prefix = fingerprint.split(":")[0] + ":"
+    earlier = Run.get_or_none(Run.idempotency_key.startswith(prefix))
+    if earlier is None:
+        return None
+    if earlier.idempotency_key != fingerprint:
+        raise ApiError(409, "this Idempotency-Key was used with a different request body", code="idempotency_conflict")
+    return earlier
+
+
+def _run(request: Request) -> Run:
+    run = queries.get_run(request.path_params["run_id"])
+    if run is None:
+        raise not_found(f"run {request.path_params['run_id']}")
+    return run
+
+
+@endpoint("viewer")
+def get_run(request: Request) -> JSONResponse:
+    return JSONResponse({"success": True, "pipeline_run": run_view(_run(request))})
+
+
+@endpoint("viewer")
+def get_spec(request: Request) -> Response:
+    """The pipeline YAML the run executes (for a build request: the translation of it)."""
+    return Response(_run(request).spec_yaml, media_type="application/yaml; charset=utf-8")
+
+
+@endpoint("operator")
+def execute_run(request: Request) -> JSONResponse:
+    run = _run(request)
+    wait = int_param(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
+    if not queue.enqueue(run.id):
+        state = "already queued" if run.status == "pending" else run.status
+        raise ApiError(409, f"run {run.id} is {state}", code="not_executable")
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        run = queries.get_run(run.id)
+        if run.status in TERMINAL:
+            break
+        time.sleep(0.1)
+    return JSONResponse({"success": True, "execution_result": execution_result(queries.get_run(run.id))})
+
+
+def execution_result(run: Run) -> dict[str, Any]:
+    outputs = len(queries.build_outputs(run.id))
+    messages = {
+        "completed": (True, f"Pipeline completed successfully with {outputs} output(s)"),
+        "failed": (False, f"Pipeline failed ({run.error or 'error'})"),
+        "cancelled": (False, "Pipeline cancelled"),
+        "running": (True, f"Pipeline run {run.id} is running"),
+        "pending": (True, f"Pipeline run {run.id} queued"),
+    }
+    success, message = messages[run.status]
+    return {"success": success, "message": message, "status": run.status}
+
+
+@endpoint("operator")
+def cancel_run(request: Request) -> JSONResponse:
+    run = _run(request)
+    if run.status in TERMINAL:
+        raise ApiError(409, f"run {run.id} is already {run.status}", code="not_cancellable")
+    queue.request_cancel(run.id)
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.cancel(run.id)
+    return JSONResponse({"success": True, "pipeline_run": run_view(queries.get_run(run.id))})
+
+
+@endpoint("viewer")
+def get_logs(request: Request) -> StreamingResponse:
+    run = _run(request)
+    since = int_param(request, "since", default=0, low=0)
+    lines = (f"[{format_timestamp(line.timestamp)}] {line.text}\n" for line in queries.iter_log_lines(run.id, since))
+    return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
+
+
+routes = [
+    Route("/runs", by_method(GET=list_runs, POST=create_run), methods=["GET", "POST"]),
+    Route("/runs/{run_id:int}", get_run, methods=["GET"]),
+    Route("/runs/{run_id:int}/spec", get_spec, methods=["GET"]),
+    Route("/runs/{run_id:int}/execute", execute_run, methods=["POST"]),
+    Route("/runs/{run_id:int}/cancel", cancel_run, methods=["POST"]),
+    Route("/runs/{run_id:int}/logs", get_logs, methods=["GET"]),
+]

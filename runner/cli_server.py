@@ -1,0 +1,113 @@
+"""`forgeyard serve`, `forgeyard worker` and `forgeyard token create`: the long-running parts and their keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from argparse import Namespace
+
+from runner import exitcodes, settings
+from runner.cli import UsageError
+
+CLEANUP_INTERVAL_SECONDS = 3600
+
+
+def serve_command(args: Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from runner import database, queue
+    from runner.worker import Worker, new_worker_id
+
+    settings.ensure_dir(settings.home())
+    database.connect()
+    token = _first_admin_token()
+    queue.take_back_lost_runs()
+    worker = Worker(args.workers, new_worker_id("serve")) if args.workers > 0 else None
+    if worker:
+        worker.start()
+    stop_cleanup = _start_cleanup_timer()
+    print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
+          f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
+    if token:
+        print(f"Admin token (shown once; also in {settings.home() / 'admin-token'}): {token}", flush=True)
+    try:
+        uvicorn.run(create_app(worker=worker), host=args.host, port=args.port, log_level="info" if settings.debug()
+                    else "warning", ws_max_size=1 << 20)
+    finally:
+        stop_cleanup.set()
+        if worker:
+            worker.stop()
+    return exitcodes.SUCCESS
+
+
+def _first_admin_token() -> str | None:
+    """On an empty installation, an admin token written to a 0600 file; None when tokens exist."""
+    from runner.tokens import ApiToken, create_token
+
+    if ApiToken.select().where(ApiToken.role == "admin", ApiToken.revoked_at.is_null()).exists():
+        return None
+    token, _ = create_token("first admin", "admin")
+    path = settings.home() / "admin-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+def _start_cleanup_timer() -> threading.Event:
+    from runner.cleanup import cleanup_expired
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(CLEANUP_INTERVAL_SECONDS):
+            try:
+                cleanup_expired()
+            except Exception as error:  # retention must never take the server down
+                print(f"forgeyard: cleanup failed: {type(error).__name__}", file=sys.stderr)
+
+    threading.Thread(target=loop, name="cleanup", daemon=True).start()
+    return stop
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        rest = f"{credentials.split(':')[0]}:***@{host}"
+    return f"{scheme}{sep}{rest}"
+
+
+def worker_command(args: Namespace) -> int:
+    from runner import database
+    from runner.worker import Worker
+
+    database.connect()
+    worker = Worker(args.concurrency)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print(f"forgeyard worker {worker.worker_id}: {args.concurrency} slot(s)", flush=True)
+    while not stop.wait(1.0):
+        pass
+    worker.stop()
+    return exitcodes.SUCCESS
+
+
+def token_command(args: Namespace) -> int:
+    from runner import database
+    from runner.tokens import create_token
+
+    database.connect()
+    try:
+        token, record = create_token(args.name, args.role)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(token)
+    print(f"token {record.id} ({args.role}) created; it is shown only this once", file=sys.stderr)
+    return exitcodes.SUCCESS
