@@ -142,10 +142,11 @@ def check_builtin_steps(document: Document) -> Iterator[Diagnostic]:
             path = ("jobs", job_id, "steps", index)
             builtin = get_step(key)
             if builtin is None:
-                known = ", ".join(s.key for s in all_steps())
-                known = f"known steps: {known}" if known else "no built-in steps are installed"
-                yield diagnostic_at(document, (*path, "uses"), "unknown-step",
-                                    f"unknown built-in step {key!r}; {known}")
+                keys = [s.key for s in all_steps()]
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = (f"did you mean {close[0]!r}?" if close else
+                        f"known steps: {', '.join(keys)}" if keys else "no built-in steps are installed")
+                yield diagnostic_at(document, (*path, "uses"), "unknown-step", f"unknown built-in step {key!r}; {hint}")
                 continue
             for required in builtin.requires:
                 if required not in used:

@@ -8,6 +8,11 @@ import pytest
 
 from runner import database
 from runner.database import peewee
+from tests.services.openwebui_tree import (  # noqa: F401  (fixtures)
+    checkout_stand_in_fixture,
+    openwebui_repo_factory_fixture,
+    openwebui_repo_fixture,
+)
 from tests.services.postgres import fresh_database, postgres_url  # noqa: F401  (postgres_url: a fixture)
 
 
