@@ -11,7 +11,18 @@ from starlette.routing import Mount
 
 from api.errors import ApiError, api_error_handler, http_exception_handler, internal_error_handler
 from api.limits import BodyLimitMiddleware, RateLimitMiddleware
-from api.routes import health, outputs, runs, statistics, websocket
+from api.routes import (
+    health,
+    outputs,
+    presets,
+    registries,
+    repositories,
+    runs,
+    statistics,
+    templates,
+    tokens,
+    websocket,
+)
 from runner import database
 
 
@@ -24,7 +35,8 @@ def create_app(*, worker=None, database_url: str | None = None, rate_limit: str 
         app.state.worker = worker
         yield
 
-    pipeline_routes = [*runs.routes, *outputs.routes, *statistics.routes, *websocket.routes]
+    pipeline_routes = [*runs.routes, *outputs.routes, *statistics.routes, *repositories.routes, *registries.routes,
+                       *templates.routes, *presets.routes, *tokens.routes, *websocket.routes]
     return Starlette(
         routes=[*health.routes, Mount("/api/pipelines", routes=pipeline_routes)],
         middleware=[Middleware(RateLimitMiddleware, rate=rate_limit), Middleware(BodyLimitMiddleware)],

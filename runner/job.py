@@ -21,8 +21,8 @@ from runner.timestamps import utcnow
 
 # Host variables a step may see; anything else (the server's own secrets, database URLs) stays out.
 PASSTHROUGH_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "SHELL",
-                   "DOCKER_HOST", "SSL_CERT_FILE", "SSL_CERT_DIR", "http_proxy", "https_proxy", "no_proxy",
-                   "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+                   "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                   "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 FAILED = ("failure", "timed_out")
 
 

@@ -39,11 +39,12 @@ class BuiltinStepContext:
         self.hub.masker.add(value)
 
     def run_process(self, argv: list[str], *, env: Mapping[str, str] | None = None,
-                    cwd: Path | None = None, stdin_data: bytes | None = None) -> process.ProcessResult:
+                    cwd: Path | None = None, stdin_data: bytes | None = None,
+                    on_line: Callable[[str], None] | None = None) -> process.ProcessResult:
         timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
         result = process.run_streaming(
             argv, env=dict(env if env is not None else self.env), cwd=cwd or self.workspace,
-            on_line=self.log, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
+            on_line=on_line or self.log, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
             kill_grace=settings.kill_grace_seconds())
         self.timed_out = self.timed_out or result.timed_out
         return result

@@ -8,12 +8,16 @@ import pytest
 
 from runner import database
 from runner.database import peewee
+from tests.services.dockerd import docker_engine, openwebui_base_image  # noqa: F401  (fixtures)
+from tests.services.git_http import git_http  # noqa: F401  (a fixture)
 from tests.services.openwebui_tree import (  # noqa: F401  (fixtures)
     checkout_stand_in_fixture,
     openwebui_repo_factory_fixture,
     openwebui_repo_fixture,
 )
 from tests.services.postgres import fresh_database, postgres_url  # noqa: F401  (postgres_url: a fixture)
+from tests.services.registry import docker_registry  # noqa: F401  (a fixture)
+from tests.services.sshd import git_sshd  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -37,13 +37,18 @@ class StepContext(Protocol):
     # Shared by the built-in steps of one job, in order: what clone_repo checked out, what branding
     # and configuration changed, which image was built. Keys are the step keys that wrote them.
     state: dict[str, Any]
+    cancel: Any  # runner.process.CancelToken of the step: a step that waits checks it
+    deadline: float | None  # time.monotonic() after which the step's processes are killed
 
     def log(self, line: str) -> None: ...
 
     def add_mask(self, value: str) -> None: ...
 
     def run_process(self, argv: list[str], *, env: Mapping[str, str] | None = None,
-                    cwd: Path | None = None, stdin_data: bytes | None = None) -> Any: ...
+                    cwd: Path | None = None, stdin_data: bytes | None = None,
+                    on_line: Callable[[str], None] | None = None) -> Any:
+        """Run through runner.process, bounded by the step's deadline and cancel; lines go to `on_line` or the log."""
+        ...
 
     def record_output(self, output_type: str, **fields: Any) -> int | None:
         """Record a build output (zip, docker_image, registry_image) of the run; returns its id."""

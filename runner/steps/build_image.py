@@ -1,0 +1,286 @@
+"""Built-in step build_image: builds, labels and records an image of the tree; never pushes, no secret as build arg.
+
+mode source builds the tree's own Dockerfile with the settings appended as ENV lines; mode overlay lays only the
+branded files (and ENV lines) over a published Open WebUI image, running nothing inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from runner import openwebui
+from runner.docker import Docker, check_image_ref, check_tag
+from runner.masking import is_maskable, secret_forms
+from runner.steps import BuiltinStep, StepContext, StepFailed
+from runner.timestamps import utcnow
+
+KEY = "build_image"
+IMAGE_EXPIRY = timedelta(days=1)
+MAX_PATCHED_FILE_BYTES = 5 * 1024 * 1024
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Where the Open WebUI image serves a tree file from: the frontend build copies static/ verbatim into build/
+# (the image's /app/build); the backend's copy of the brand images sits at the same path in tree and image.
+IMAGE_PATHS = (("static/", "/app/build/"), ("backend/open_webui/static/", "/app/backend/open_webui/static/"))
+INDEX_HTML = "/app/build/index.html"  # built from src/app.html, so the base image's copy is patched instead
+IMAGE_ENV_PY = "/app/" + openwebui.ENV_PY
+_DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(\S+)\s*")
+
+
+def run(context: StepContext) -> dict[str, Any]:
+    inputs, state = context.inputs, context.state
+    tree, clone, mode = openwebui.checked_out_tree(context, KEY), state["clone_repo"], inputs["mode"]
+    try:
+        tag = check_tag(inputs.get("tag") or utcnow().strftime("%Y%m%d_%H%M%S"))
+        image = check_image_ref(f"{inputs['image']}:{tag}")
+        base = check_image_ref(inputs["base_image"]) if mode == "overlay" else None
+    except ValueError as error:
+        raise StepFailed(f"invalid_image_ref: {error}") from None
+    build_args = {name: _text(value) for name, value in (inputs.get("build_args") or {}).items()}
+    config = state.get("apply_config") or {}
+    secrets = [*context.secrets.values(), *(config.get("secret_env") or {}).values()]
+    _refuse_secrets("build_arg", build_args, secrets)
+    _refuse_secrets("label", inputs.get("labels") or {}, secrets)
+    env = _image_env(context, state.get("apply_branding") or {}, config)
+    created = utcnow()
+    labels = {**(inputs.get("labels") or {}), **_oci_labels(clone, created)}
+    with Docker(context) as docker, tempfile.TemporaryDirectory(prefix="build-", dir=context.scratch) as folder:
+        if mode == "source":
+            dockerfile, build_context = _source_dockerfile(tree, Path(folder), env, labels), tree
+        else:
+            dockerfile = _overlay_dockerfile(docker, context, tree, Path(folder), base or "", env, labels)
+            build_context = dockerfile.parent
+        context.log(f"Building {image} ({mode} build)")
+        with _env_file_set_aside(context, tree, Path(folder)) if mode == "source" else nullcontext():
+            image_id = docker.build(dockerfile, build_context, tag=image, build_args=build_args,
+                                    network=inputs.get("network"))
+        size = docker.image_size(image_id)
+    context.log(f"Built {image} ({image_id[:19]}, {_megabytes(size)})")
+    output_id = context.record_output(
+        "docker_image", image_url=image, image_id=image_id, expires_at=created + IMAGE_EXPIRY,
+        metadata={"size_bytes": size, "mode": mode, "base_image": base, "labels": labels})
+    state[KEY] = {"image": image, "name": inputs["image"], "tag": tag, "image_id": image_id, "output_id": output_id}
+    return {"image": image, "image_id": image_id, "output_id": output_id}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _megabytes(size: int | None) -> str:
+    return "size unknown" if size is None else f"{size / 1e6:.1f} MB"
+
+
+def _carries_secret(value: str, secret: str) -> bool:
+    if not is_maskable(secret):  # too short to look for inside other text without refusing ordinary values
+        return bool(secret.strip()) and value.strip() == secret.strip()
+    return any(form in value for form in secret_forms(secret))
+
+
+def _refuse_secrets(kind: str, values: Mapping[str, str], secrets: Iterable[Any]) -> None:
+    """StepFailed with code secret_in_<kind> when one of `values` (build args or labels) carries a secret."""
+    # Both stay readable in the image (docker history, docker inspect) for anyone who can pull it.
+    secrets = [secret for secret in secrets if isinstance(secret, str)]
+    for name, value in values.items():
+        if any(_carries_secret(value, secret) for secret in secrets):
+            raise StepFailed(
+                f"secret_in_{kind}: {kind.replace('_', ' ')} {name!r} carries a secret, which would stay readable "
+                "in the image; settings reach it as ENV lines from apply_config (secret ones only with "
+                "bake_secrets: true)")
+
+
+def _image_env(context: StepContext, branding: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, str]:
+    """The ENV lines the image gets: the brand's WEBUI_NAME, the settings, and secret settings only if asked."""
+    env = {**(branding.get("env") or {}), **(config.get("env") or {})}
+    secret_env = config.get("secret_env") or {}
+    if secret_env and config.get("bake_secrets"):
+        for value in secret_env.values():
+            context.add_mask(_text(value))
+        env.update(secret_env)
+        context.log(f"Baking secret settings into the image (bake_secrets: true): {', '.join(sorted(secret_env))}")
+    elif secret_env:
+        context.log("Secret settings are not baked into the image; pass them when it runs (docker run -e): "
+                    + ", ".join(sorted(secret_env)))
+    return {name: _text(value) for name, value in env.items()}
+
+
+def instruction(keyword: str, values: Mapping[str, str], escape: str = "\\") -> str:
+    """One ENV or LABEL instruction setting `values` literally (quotes, escapes and `$` escaped); "" if none.
+
+    One instruction, not one per value: the classic builder makes a container for each.
+    """
+    pairs = []
+    for name, value in values.items():
+        if keyword == "ENV" and not ENV_NAME.fullmatch(name):
+            raise StepFailed(f"invalid environment variable name {name!r} for the image")
+        if "\n" in value or "\r" in value:
+            raise StepFailed(f"{keyword} {name} holds a line break, which a Dockerfile cannot carry")
+        quoted = "".join(escape + char if char in (escape, '"', "$") else char for char in value)
+        pairs.append(f'{name}="{quoted}"')
+    return f"{keyword} " + f" {escape}\n    ".join(pairs) + "\n" if pairs else ""
+
+
+def _oci_labels(clone: Mapping[str, Any], created: datetime) -> dict[str, str]:
+    labels = {"org.opencontainers.image.source": _without_credentials(clone.get("url") or ""),
+              "org.opencontainers.image.revision": clone.get("commit") or "",
+              "org.opencontainers.image.created": created.isoformat(timespec="seconds") + "Z"}
+    return {name: value for name, value in labels.items() if value}
+
+
+def _without_credentials(url: str) -> str:
+    # clone_repo hands on URLs without credentials; a label is baked in for good, so make sure.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+# -- source: the tree's own Dockerfile ---------------------------------------------------------------------
+
+def _escape_character(dockerfile: str) -> str:
+    """The Dockerfile's escape character: `\\`, or what an `# escape=` parser directive at its top says."""
+    for line in dockerfile.splitlines():
+        directive = _DIRECTIVE.fullmatch(line.strip())
+        if directive is None:
+            break
+        if directive[1].lower() == "escape":
+            return directive[2]
+    return "\\"
+
+
+def _source_dockerfile(tree: Path, folder: Path, env: Mapping[str, str], labels: Mapping[str, str]) -> Path:
+    """The tree's Dockerfile with ENV and LABEL appended to its final stage (.env never reaches a build)."""
+    original = tree / "Dockerfile"
+    if original.is_symlink() or not original.is_file():
+        raise StepFailed(f"{KEY} with mode: source needs a Dockerfile at the root of the tree; it has none")
+    text = original.read_text(encoding="utf-8")
+    escape = _escape_character(text)
+    derived = folder / "Dockerfile"
+    derived.write_text(text.rstrip("\n") + "\n\n# Added by Forgeyard: the settings of apply_branding and "
+                       "apply_config, and the image labels\n" + instruction("ENV", env, escape)
+                       + instruction("LABEL", labels, escape), encoding="utf-8")
+    return derived
+
+
+@contextmanager
+def _env_file_set_aside(context: StepContext, tree: Path, folder: Path) -> Iterator[None]:
+    # apply_config's .env (for the ZIP) may hold secrets; a fork's .dockerignore may not exclude it as upstream
+    # does, and COPY . . would bake it in. Settings reach the image as ENV lines instead.
+    env_file = tree / ".env"
+    if not env_file.exists() and not env_file.is_symlink():
+        yield
+        return
+    aside = folder / "tree.env"
+    shutil.move(env_file, aside)
+    context.log("The tree's .env stays out of the build context; its settings reach the image as ENV lines")
+    try:
+        yield
+    finally:
+        shutil.move(aside, env_file)
+
+
+# -- overlay: the branded files over a base image ----------------------------------------------------------
+
+def image_path(relative: str) -> str | None:
+    """Where the Open WebUI image holds the tree file `relative`, or None if an overlay cannot replace it."""
+    for prefix, target in IMAGE_PATHS:
+        if relative.startswith(prefix):
+            return target + relative[len(prefix):]
+    return None
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A base-image file a brand edits rather than replaces (the image's version may differ from the tree's)."""
+
+    path: str
+    edit: Callable[[str], str | None]  # None: nothing to change in this version; ValueError: cannot brand it
+    what: str
+
+
+def _patches(branding: Mapping[str, Any]) -> list[Patch]:
+    patches = []
+    if branding.get("name"):
+        name = branding["name"]
+        patches.append(Patch(INDEX_HTML, lambda text: openwebui.set_page_title(text, name, None),
+                             f"page title -> {name}"))
+    if openwebui.ENV_PY in (branding.get("files") or []):  # apply_branding removed the " (Open WebUI)" suffix
+        exception = branding.get("license_exception")
+        reason = f"licence exception {exception}" if exception else "the licence has no branding clause"
+        patches.append(Patch(IMAGE_ENV_PY, lambda text: openwebui.remove_name_suffix(text, reason),
+                             'no " (Open WebUI)" suffix on WEBUI_NAME'))
+    return patches
+
+
+def _overlay_dockerfile(docker: Docker, context: StepContext, tree: Path, folder: Path, base: str,
+                        env: Mapping[str, str], labels: Mapping[str, str]) -> Path:
+    """A build folder holding `rootfs/` (the files to lay over `base`) and a Dockerfile that runs nothing."""
+    branding = context.state.get("apply_branding") or {}
+    if not branding:
+        context.log("No apply_branding in this job: the overlay adds only settings and labels")
+    rootfs = folder / "context" / "rootfs"
+    patches = _patches(branding)
+    skipped = []
+    for relative in branding.get("files") or []:
+        target = image_path(relative)
+        if target is None:
+            skipped.append(relative)
+            continue
+        try:
+            data = openwebui.read_tree_file(tree, relative)
+        except ValueError as error:
+            raise StepFailed(f"branded file {error}") from None
+        if data is None:
+            raise StepFailed(f"branded file {relative} is missing from the tree")
+        _write(rootfs, target, data)
+        context.log(f"overlay: {relative} -> {target}")
+    if skipped:
+        context.log("Not laid over the base image (compiled into its frontend, patched in it, or settings that "
+                    "come as ENV lines): " + ", ".join(skipped))
+    copied = docker.copy_out(base, [patch.path for patch in patches], folder / "from-base",
+                             limit=MAX_PATCHED_FILE_BYTES) if patches else {}
+    for patch in patches:
+        try:
+            patched = patch.edit(copied[patch.path].read_text(encoding="utf-8", errors="replace"))
+        except ValueError:
+            raise StepFailed(f"{patch.path} in {base} cannot be branded ({patch.what})") from None
+        if patched is None:
+            context.log(f"overlay: {patch.path} in {base} needs no change ({patch.what})")
+            continue
+        _write(rootfs, patch.path, patched.encode("utf-8"))
+        context.log(f"overlay: {patch.path} patched ({patch.what})")
+    text = f"FROM {base}\n"
+    if rootfs.exists():
+        _normalise_modes(rootfs)
+        text += "COPY rootfs/ /\n"
+    dockerfile = folder / "context" / "Dockerfile"
+    dockerfile.parent.mkdir(exist_ok=True)
+    dockerfile.write_text(text + instruction("ENV", env) + instruction("LABEL", labels), encoding="utf-8")
+    return dockerfile
+
+
+def _write(rootfs: Path, image_file: str, data: bytes) -> None:
+    destination = rootfs / image_file.lstrip("/")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(data)
+
+
+def _normalise_modes(root: Path) -> None:
+    # COPY keeps modes: files readable by the image's user whatever this process's umask was.
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+
+
+STEP = BuiltinStep(KEY, "Build Docker Image", "Build Docker image", 5, False, run, requires=("clone_repo",))
