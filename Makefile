@@ -24,7 +24,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/forgeyard validate pipelines/*.yml
-	$(BIN)/forgeyard run pipelines/hello.yml --input who="$${USER:-world}"
+	$(BIN)/forgeyard serve --host 127.0.0.1 --port 8080
 
 test: install-test
 	bash tests/services/install.sh

@@ -32,7 +32,7 @@ def serve_command(args: Namespace) -> int:
     print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
           f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
     if token:
-        print(f"Admin token (shown once; also in {settings.home() / 'admin-token'}): {token}", flush=True)
+        print(f"Admin token (kept in {settings.home() / 'admin-token'}): {token}", flush=True)
     try:
         uvicorn.run(create_app(worker=worker), host=args.host, port=args.port, log_level="info" if settings.debug()
                     else "warning", ws_max_size=1 << 20)
@@ -44,13 +44,20 @@ def serve_command(args: Namespace) -> int:
 
 
 def _first_admin_token() -> str | None:
-    """On an empty installation, an admin token written to a 0600 file; None when tokens exist."""
-    from runner.tokens import ApiToken, create_token
+    """The admin token kept in FORGEYARD_HOME/admin-token (0600), made on an empty installation.
 
+    None when admins exist but that file was removed or its token revoked: tokens are stored only hashed.
+    """
+    from runner.tokens import ApiToken, create_token, verify_token
+
+    path = settings.home() / "admin-token"
+    if path.exists():
+        kept = path.read_text().strip()
+        if verify_token(kept):
+            return kept
     if ApiToken.select().where(ApiToken.role == "admin", ApiToken.revoked_at.is_null()).exists():
         return None
     token, _ = create_token("first admin", "admin")
-    path = settings.home() / "admin-token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(token + "\n")

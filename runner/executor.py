@@ -180,7 +180,11 @@ class Executor:
 
     @staticmethod
     def _failure_code(failed: list[JobReport]) -> str:
-        steps = [s for r in failed for s in r.steps]
+        """The first failed step's own code (artifact_too_large, step_timeout …), else a general one."""
+        steps = [s for r in failed for s in r.steps if s.status in FAILED]
+        coded = [s.error for s in steps if s.error and s.error != "step_error"]
+        if coded:
+            return coded[0]
         if any(s.status == "timed_out" for s in steps) or any(r.status == "timed_out" for r in failed):
             return "step_timeout"
-        return "step_failed" if any(s.status == "failure" for s in steps) else "job_failed"
+        return "step_failed" if steps else "job_failed"

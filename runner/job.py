@@ -253,7 +253,8 @@ class JobRunner:
         try:
             outputs = builtin.run(context) or {}
         except StepFailed as failure:
-            context.log(f"Error: {failure}")
+            context.log(f"Error [{failure.code}]: {failure}" if failure.code else f"Error: {failure}")
+            step.error = failure.code
             return "cancelled" if context.cancel.cancelled else ("timed_out" if context.timed_out else "failure")
         except Exception as error:  # a bug in a step must fail the step, not the engine
             context.log(f"Internal error in {plan.uses}: {type(error).__name__}: {error}")

@@ -260,7 +260,7 @@ def test_a_secret_in_build_args_or_labels_is_refused(db, tmp_path, seeded_steps,
         tmp_path, {"OPENAI_API_KEY": CANARY}, arg=arg)
     assert outcome.status == "failed" and steps[1].status == "failure"
     kind = where.rstrip("s")
-    assert f"secret_in_{kind}: {kind.replace('_', ' ')} 'TOKEN' carries a secret" in log
+    assert f"Error [secret_in_{kind}]: {kind.replace('_', ' ')} 'TOKEN' carries a secret" in log
     assert CANARY not in log and arg not in log
     assert outputs == [] and not docker_engine.has_image(f"forgeyard-test/acme:{tag}")
 
@@ -279,7 +279,7 @@ def test_an_invalid_image_name_is_refused_before_docker_runs(db, tmp_path, seede
              {"uses": "build_image", "with": {"mode": "overlay", "image": "${{ inputs.image }}", "tag": "v1"}}]
     outcome, _, log, _ = run_pipeline(steps, tmp_path, image=image)
     assert outcome.status == "failed"
-    assert "invalid_image_ref: invalid image reference" in log
+    assert "Error [invalid_image_ref]: invalid image reference" in log
     assert not marker.exists()
 
 

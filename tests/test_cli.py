@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "pipelines").glob("*.yml"))
+# The pipelines that need nothing but a shell; the build pipelines run in tests/test_build_pipelines.py.
+SHELL_EXAMPLES = ["hello.yml", "matrix.yml", "needs-outputs.yml"]
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def test_examples_are_valid():
     assert result.stdout.count(": ok") == len(EXAMPLES)
 
 
-@pytest.mark.parametrize("example", [p.name for p in EXAMPLES])
+@pytest.mark.parametrize("example", SHELL_EXAMPLES)
 def test_examples_run(example, home):
     result = forgeyard(home, "run", f"pipelines/{example}")
     assert result.returncode == 0, result.stdout + result.stderr

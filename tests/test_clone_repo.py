@@ -300,7 +300,7 @@ def test_https_token_clone_and_wrong_token_fails_cleanly(tmp_path, git_http, htt
     assert result.outputs("good")["commit"] == commit
     assert (result.root / "good" / "src" / "README.md").read_text() == "served over http\n"
     assert result.steps[("bad", 0)].status == "failure"
-    assert f"Error: could not clone {url}: authentication failed" in result.log
+    assert f"Error [auth_failed]: could not clone {url}: authentication failed" in result.log
     for secret in (git_http.token, wrong, base64.b64encode(f"forgeyard:{wrong}".encode()).decode()):
         assert secret not in result.log
     # Nothing of the credential stays with the tree.

@@ -95,11 +95,16 @@ def test_jobs_are_in_dependency_order_and_matrix_names_render():
     json.dumps(plan.to_dict())  # plain data, storable on the run
 
 
+SAMPLE_INPUTS = {"license_exception": "users_le_50", "registry": "local", "repository": "https://git.example/f.git"}
+
+
 @pytest.mark.parametrize("example", [p.stem for p in EXAMPLES])
 def test_golden_plans(example):
     """The plan of each example pipeline; regenerate with FORGEYARD_UPDATE_GOLDEN=1 after an intended change."""
     spec = load_spec_file(ROOT / "pipelines" / f"{example}.yml")
-    inputs = resolve_inputs(spec.data.get("inputs") or {}, {})
+    declared = spec.data.get("inputs") or {}
+    required = {name: SAMPLE_INPUTS[name] for name, spec in declared.items() if spec.get("required")}
+    inputs = resolve_inputs(declared, required)
     plan = json.dumps(build_plan(spec.data, inputs, name=spec.name).to_dict(), indent=2, sort_keys=True) + "\n"
     golden = GOLDEN / f"{example}.plan.json"
     if os.environ.get("FORGEYARD_UPDATE_GOLDEN"):

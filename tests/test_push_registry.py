@@ -142,15 +142,15 @@ def test_a_stored_credential_is_never_sent_to_another_host(db, tmp_path, seeded_
             elsewhere.accept()
     try:
         assert outcome.status == "failed"
-        assert f"credential_host_mismatch: registry 'local' is stored for {docker_registry.host}" in log
+        assert f"Error [credential_host_mismatch]: registry 'local' is stored for {docker_registry.host}" in log
         assert "docker login" not in log and docker_registry.password not in log
     finally:
         docker_engine.run("image", "rm", "--", f"{IMAGE}:{tag}", check=False)
 
 
 @pytest.mark.parametrize(("stored", "push", "message"), [
-    ({"type": "ghcr", "url": "ghcr.io"}, {"url": "evil.example"}, "credential_host_mismatch: registry 'r' is stored "
-                                                                  "for ghcr.io, not evil.example"),
+    ({"type": "ghcr", "url": "ghcr.io"}, {"url": "evil.example"},
+     "Error [credential_host_mismatch]: registry 'r' is stored for ghcr.io, not evil.example"),
     ({"type": "ecr", "url": "1234.dkr.ecr.eu-west-1.amazonaws.com"}, {},  # an ECR login needs AWS keys (and boto3)
      "registry 'r': the ECR registry has no aws_access_key_id" if has_boto3 else "ECR registries need boto3"),
     ({"type": "generic", "url": "127.0.0.1:5000"}, {"tags": ["ok", "${{ '-t' }}"]}, "does not match"),

@@ -12,6 +12,7 @@ from api.endpoint import endpoint
 from api.errors import ApiError, not_found
 from api.views import output_view
 from runner import queries
+from runner.artifacts import ArtifactKeyError, get_store
 from runner.models import BuildOutput
 from runner.timestamps import utcnow
 
@@ -34,11 +35,15 @@ def download(request: Request) -> FileResponse:
     if output.output_type != "zip" or not output.file_path:
         raise ApiError(400, f"output {output_id} is an image; it has no file to download", code="no_file",
                        error="Download error")
-    # The path comes from the record, never from the request.
-    path = Path(output.file_path)
+    # The file is found from the record's store key, never from anything in the request.
+    gone = ApiError(410, f"output {output_id} has expired and was cleaned up", code="gone", error="Download error")
+    try:
+        path = Path(get_store().locate(output.file_path))
+    except ArtifactKeyError:
+        raise gone from None
     expired = output.expires_at is not None and output.expires_at < utcnow()
     if output.cleaned_at is not None or not path.is_file():
-        raise ApiError(410, f"output {output_id} has expired and was cleaned up", code="gone", error="Download error")
+        raise gone
     BuildOutput.update(download_count=BuildOutput.download_count + 1).where(BuildOutput.id == output_id).execute()
     headers = {"X-Checksum-SHA256": output.checksum_sha256 or "", "X-Expired": "true" if expired else "false"}
     return FileResponse(path, media_type="application/zip", filename=path.name, headers=headers,

@@ -19,7 +19,14 @@ from schemas import schema_path
 
 
 class StepFailed(Exception):
-    """A built-in step's clear, user-facing failure; the message is logged (masked) and the step fails."""
+    """A built-in step's clear, user-facing failure; the message is logged (masked) and the step fails.
+
+    `code` (e.g. artifact_too_large, credential_host_mismatch) becomes the step's and the run's `error`.
+    """
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class StepContext(Protocol):
@@ -39,6 +46,7 @@ class StepContext(Protocol):
     state: dict[str, Any]
     cancel: Any  # runner.process.CancelToken of the step: a step that waits checks it
     deadline: float | None  # time.monotonic() after which the step's processes are killed
+    timed_out: bool  # set by run_process; a step that stops at its deadline without a process sets it
 
     def log(self, line: str) -> None: ...
 

@@ -45,7 +45,7 @@ def run(context: StepContext) -> dict[str, Any]:
         image = check_image_ref(f"{inputs['image']}:{tag}")
         base = check_image_ref(inputs["base_image"]) if mode == "overlay" else None
     except ValueError as error:
-        raise StepFailed(f"invalid_image_ref: {error}") from None
+        raise StepFailed(f"invalid image reference: {error}", "invalid_image_ref") from None
     build_args = {name: _text(value) for name, value in (inputs.get("build_args") or {}).items()}
     config = state.get("apply_config") or {}
     secrets = [*context.secrets.values(), *(config.get("secret_env") or {}).values()]
@@ -94,9 +94,9 @@ def _refuse_secrets(kind: str, values: Mapping[str, str], secrets: Iterable[Any]
     for name, value in values.items():
         if any(_carries_secret(value, secret) for secret in secrets):
             raise StepFailed(
-                f"secret_in_{kind}: {kind.replace('_', ' ')} {name!r} carries a secret, which would stay readable "
+                f"{kind.replace('_', ' ')} {name!r} carries a secret, which would stay readable "
                 "in the image; settings reach it as ENV lines from apply_config (secret ones only with "
-                "bake_secrets: true)")
+                "bake_secrets: true)", f"secret_in_{kind}")
 
 
 def _image_env(context: StepContext, branding: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, str]:

@@ -122,7 +122,7 @@ def run(context: StepContext) -> dict[str, Any]:
     except (GitError, ValueError) as error:
         shutil.rmtree(target, ignore_errors=True)  # a retry starts from an empty folder
         detail = f"ref {ref!r} not found" if getattr(error, "code", None) == "ref_not_found" else str(error)
-        raise StepFailed(f"could not clone {url}: {detail}") from None
+        raise StepFailed(f"could not clone {url}: {detail}", getattr(error, "code", None) or "clone_failed") from None
     cache = "from the cache (only new objects fetched)" if checkout.warm else "cold (cache filled)"
     context.log(f"Checked out {checkout.commit} ({ref}) {cache} in {time.monotonic() - started:.2f}s")
     if source.repository_id is not None:

@@ -38,7 +38,7 @@ def run(context: StepContext) -> dict[str, Any]:
     try:
         refs = [check_image_ref(f"{target.host}/{repository}:{tag}") for tag in tags]
     except ValueError as error:
-        raise StepFailed(f"invalid_image_ref: {error}") from None
+        raise StepFailed(f"invalid image reference: {error}", "invalid_image_ref") from None
     with Docker(context) as docker:
         if target.secret:
             context.log(f"Logging in to {target.host} as {target.username}")
@@ -85,8 +85,8 @@ def _target(inputs: dict[str, Any]) -> Target:
     except registry_auth.RegistryAuthError as error:
         raise StepFailed(f"registry {stored.name!r}: {error}") from None
     if inline_host is not None and inline_host != login.host:
-        raise StepFailed(f"credential_host_mismatch: registry {stored.name!r} is stored for {login.host}, not "
-                         f"{inline_host}; its credential is only ever sent to {login.host}")
+        raise StepFailed(f"registry {stored.name!r} is stored for {login.host}, not {inline_host}; its credential "
+                         f"is only ever sent to {login.host}", "credential_host_mismatch")
     return Target(login.host, inputs.get("username") or login.username, inline_secret or login.password,
                   stored.namespace or None, stored.id)
 
