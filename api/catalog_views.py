@@ -141,7 +141,8 @@ def merged(stored: dict[str, str], given: dict[str, str | None]) -> dict[str, st
 
 def get_or_404(model: type[catalog.CatalogRecord] | type[ApiToken], request: Request, param: str, noun: str):
     record_id = request.path_params[param]
-    record = model.get_or_none(model.id == record_id) if record_id <= MAX_ID else None
+    query = model.live() if issubclass(model, catalog.WithCredentials) else model.select()
+    record = query.where(model.id == record_id).first() if record_id <= MAX_ID else None
     if record is None:
         raise not_found(f"{noun} {record_id}")
     return record

@@ -57,7 +57,7 @@ def repository_info(run: Run) -> dict[str, Any]:
         return {"id": run.git_repository_id, "name": None, "url": None, "type": None, "is_verified": False,
                 "deleted": True}
     return {"id": repository.id, "name": repository.name, "url": repository.url, "type": repository.type,
-            "is_verified": repository.is_verified}
+            "is_verified": repository.is_verified, "deleted": repository.deleted_at is not None}
 
 
 def output_view(output: BuildOutput) -> dict[str, Any]:

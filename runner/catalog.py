@@ -32,6 +32,20 @@ class CatalogRecord(peewee.Model):
 
 class WithCredentials(CatalogRecord):
     credentials_encrypted = peewee.TextField(null=True)
+    # Repositories and registries are never removed, only marked: runs keep pointing at them, and SQLite
+    # would hand a deleted row's id to the next new one.
+    deleted_at = peewee.DateTimeField(null=True)
+
+    @classmethod
+    def live(cls) -> peewee.ModelSelect:
+        return cls.select().where(cls.deleted_at.is_null())
+
+    def mark_deleted(self) -> None:
+        """Forget the credentials, free the name, keep the row (and its URL) for the runs that used it."""
+        self.set_credentials(None)
+        self.name = f"{self.name} (deleted {self.id})"
+        self.deleted_at = utcnow()
+        self.save()
 
     def credentials(self) -> dict[str, str]:
         """The decrypted credentials ({} when none are stored)."""
@@ -134,12 +148,13 @@ CATALOG_MODELS = (Repository, Registry, BrandingTemplate, BrandingAsset, ConfigP
 
 def _find(model: type[CatalogRecord], noun: str, ref: str | int):
     text = str(ref).strip()
+    query = model.live() if issubclass(model, WithCredentials) else model.select()
     if text.isdigit():
-        found = model.get_or_none(model.id == int(text))
+        found = query.where(model.id == int(text)).first()
         if found is None:
             raise CatalogError(f"no {noun} with id {text}")
         return found
-    found = model.get_or_none(model.name == text)
+    found = query.where(model.name == text).first()
     if found is None:
         raise CatalogError(f"no {noun} named {text!r}")
     return found

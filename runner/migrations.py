@@ -36,13 +36,22 @@ def _create_token_table(database: peewee.Database) -> None:
     database.create_tables([ApiToken])
 
 
-def _add_runs_queued_at(database: peewee.Database) -> None:
-    if "queued_at" not in {column.name for column in database.get_columns("runs")}:
+def _add_column(database: peewee.Database, table: str, column: str, field: peewee.Field) -> None:
+    """Add a column unless the table has it (version 1 builds tables from the current models)."""
+    if column not in {c.name for c in database.get_columns(table)}:
         from playhouse.migrate import SchemaMigrator
         from playhouse.migrate import migrate as run_operations
 
-        run_operations(SchemaMigrator.from_database(database).add_column(
-            "runs", "queued_at", peewee.DateTimeField(null=True)))
+        run_operations(SchemaMigrator.from_database(database).add_column(table, column, field))
+
+
+def _add_runs_queued_at(database: peewee.Database) -> None:
+    _add_column(database, "runs", "queued_at", peewee.DateTimeField(null=True))
+
+
+def _add_deleted_at(database: peewee.Database) -> None:
+    for table in ("repositories", "registries"):
+        _add_column(database, table, "deleted_at", peewee.DateTimeField(null=True))
 
 
 # Append-only; a released migration never changes. To add one, append e.g.
@@ -61,6 +70,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (2, "repositories, registries, branding templates and presets", _create_catalog_tables),
     (3, "api tokens", _create_token_table),
     (4, "runs.queued_at", _add_runs_queued_at),
+    (5, "repositories and registries are marked deleted, not removed", _add_deleted_at),
 ]
 
 

@@ -80,3 +80,16 @@ def test_template_assets_round_trip(db):
     assert found.replacements[0]["replace"] == "Acme AI"
     with pytest.raises(ValueError, match="asset kind"):
         found.set_asset("../etc/passwd", b"x", "image/png")
+
+
+def test_a_deleted_repository_keeps_its_id_and_frees_its_name(db):
+    first = catalog.Repository.create_with_credentials(name="fork", url="https://h/fork.git",
+                                                       credentials={"token": CANARY})
+    first.mark_deleted()
+    second = catalog.Repository.create(name="fork", url="https://h/other.git")
+    assert second.id != first.id, "a new repository never takes a deleted one's id (runs point at it)"
+    with pytest.raises(catalog.CatalogError):
+        catalog.find_repository(first.id)
+    assert catalog.find_repository("fork").id == second.id
+    kept = catalog.Repository.get_by_id(first.id)
+    assert kept.url == "https://h/fork.git" and kept.credentials() == {} and kept.deleted_at is not None

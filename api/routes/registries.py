@@ -94,7 +94,7 @@ def _given_credentials(body: dict[str, Any]) -> dict[str, str | None]:
 
 @endpoint("viewer")
 def list_registries(request: Request) -> JSONResponse:
-    return list_response(request, Registry.select(), "registries", lambda rs: [registry_view(r) for r in rs])
+    return list_response(request, Registry.live(), "registries", lambda rs: [registry_view(r) for r in rs])
 
 
 @endpoint("admin", body=True)
@@ -146,8 +146,9 @@ def update_registry(request: Request, body: dict[str, Any]) -> JSONResponse:
 def delete_registry(request: Request) -> JSONResponse:
     registry = get_or_404(Registry, request, "registry_id", "registry")
     refuse_if_in_use(Run.registry_id, registry.id, "registry")
-    registry.delete_instance()
-    return JSONResponse({"success": True, "deleted": {"id": registry.id, "name": registry.name}})
+    deleted = {"id": registry.id, "name": registry.name}
+    registry.mark_deleted()
+    return JSONResponse({"success": True, "deleted": deleted})
 
 
 @endpoint("admin")

@@ -78,7 +78,7 @@ def _given_credentials(body: dict[str, Any]) -> dict[str, str | None]:
 
 @endpoint("viewer")
 def list_repositories(request: Request) -> JSONResponse:
-    return list_response(request, Repository.select(), "repositories", lambda rs: [repository_view(r) for r in rs])
+    return list_response(request, Repository.live(), "repositories", lambda rs: [repository_view(r) for r in rs])
 
 
 @endpoint("admin", body=True)
@@ -129,8 +129,9 @@ def update_repository(request: Request, body: dict[str, Any]) -> JSONResponse:
 def delete_repository(request: Request) -> JSONResponse:
     repository = get_or_404(Repository, request, "repository_id", "repository")
     refuse_if_in_use(Run.git_repository_id, repository.id, "repository")
-    repository.delete_instance()
-    return JSONResponse({"success": True, "deleted": {"id": repository.id, "name": repository.name}})
+    deleted = {"id": repository.id, "name": repository.name}
+    repository.mark_deleted()
+    return JSONResponse({"success": True, "deleted": deleted})
 
 
 @endpoint("admin")

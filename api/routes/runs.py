@@ -106,9 +106,10 @@ def _pipeline_file(name: str) -> Path:
 
 
 def _check_references(repository_id: int | None, registry_id: int | None) -> None:
-    if repository_id is not None and catalog.Repository.get_or_none(catalog.Repository.id == repository_id) is None:
+    live = catalog.Repository.live().where(catalog.Repository.id == repository_id)
+    if repository_id is not None and not live.exists():
         raise not_found(f"repository {repository_id}")
-    if registry_id is not None and catalog.Registry.get_or_none(catalog.Registry.id == registry_id) is None:
+    if registry_id is not None and not catalog.Registry.live().where(catalog.Registry.id == registry_id).exists():
         raise not_found(f"registry {registry_id}")
 
 
