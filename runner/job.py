@@ -38,6 +38,7 @@ class RunInfo:
     inputs: dict[str, Any]
     pipeline_dir: Path | None = None
     record_output: Callable[..., int | None] | None = None  # makes a build-output record of the run
+    event: dict[str, Any] | None = None  # what triggered the run (a push: ref, commit, repository …)
 
 
 class JobRunner:
@@ -52,7 +53,8 @@ class JobRunner:
                              for s in job.steps]
         self.context = expressions.Context(
             inputs=info.inputs, secrets=dict(info.secrets), matrix=job.matrix, needs=needs,
-            run={"id": info.run_id, "trigger": info.trigger, "workspace": str(job_dir)},
+            run={**(info.event or {}), "id": info.run_id, "trigger": info.trigger, "workspace": str(job_dir),
+                 "event": info.event or {}},
             strategy={"fail-fast": job.fail_fast, "max-parallel": job.max_parallel or job.legs,
                       "job-index": job.leg, "job-total": job.legs},
             job={"status": "success"})
@@ -284,6 +286,9 @@ class JobRunner:
             "CI": "true", "FORGEYARD": "true", "FORGEYARD_RUN_ID": str(self.info.run_id or ""),
             "FORGEYARD_JOB": self.job.id, "FORGEYARD_WORKSPACE": str(self.job_dir),
         })
+        for key in ("ref", "commit", "repository"):  # a push's facts, for scripts that do not use expressions
+            if (self.info.event or {}).get(key):
+                process_env[f"FORGEYARD_{key.upper()}"] = str(self.info.event[key])
         process_env.update(env)
         if self.extra_path:
             process_env["PATH"] = os.pathsep.join([*self.extra_path, process_env.get("PATH", os.defpath)])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from runner.catalog import CATALOG_MODELS
 from runner.database import db, peewee, transaction_immediate
-from runner.models import ALL_MODELS
+from runner.models import ALL_MODELS, SCALE_OUT_MODELS
 from runner.timestamps import utcnow
 from runner.tokens import ApiToken
 
@@ -49,6 +49,14 @@ def _add_runs_queued_at(database: peewee.Database) -> None:
     _add_column(database, "runs", "queued_at", peewee.DateTimeField(null=True))
 
 
+def _create_scale_out_tables(database: peewee.Database) -> None:
+    database.create_tables(SCALE_OUT_MODELS)
+
+
+def _add_runs_event(database: peewee.Database) -> None:
+    _add_column(database, "runs", "event_json", peewee.TextField(null=True))
+
+
 def _add_deleted_at(database: peewee.Database) -> None:
     for table in ("repositories", "registries"):
         _add_column(database, table, "deleted_at", peewee.DateTimeField(null=True))
@@ -71,6 +79,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (3, "api tokens", _create_token_table),
     (4, "runs.queued_at", _add_runs_queued_at),
     (5, "repositories and registries are marked deleted, not removed", _add_deleted_at),
+    (6, "runs.event_json", _add_runs_event),
+    (7, "schedule fires and workers", _create_scale_out_tables),
 ]
 
 

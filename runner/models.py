@@ -53,6 +53,7 @@ class Run(Record):
     output_type = peewee.CharField(max_length=16, null=True)  # zip | docker_image | both
     registry_id = peewee.IntegerField(null=True)
     custom_parameters_json = peewee.TextField(null=True)
+    event_json = peewee.TextField(null=True)  # what triggered the run: {"ref", "commit", "repository", …}
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     queued_at = peewee.DateTimeField(null=True)  # set when the run is asked to execute; workers claim these
     started_at = peewee.DateTimeField(null=True)
@@ -70,6 +71,7 @@ class Run(Record):
     plan = JsonColumn("plan_json")
     steps_to_execute = JsonColumn("steps_to_execute_json")
     custom_parameters = JsonColumn("custom_parameters_json")
+    event = JsonColumn("event_json")
 
     class Meta:
         table_name = "runs"
@@ -158,3 +160,35 @@ class BuildOutput(Record):
 
 
 ALL_MODELS = (Run, JobResult, StepResult, LogLine, BuildOutput)
+
+
+class ScheduleFire(Record):
+    """One scheduled minute of one pipeline, fired once: the unique key makes racing schedulers agree."""
+
+    pipeline = peewee.TextField()  # the pipeline's key: its file path, or "registered:<name>"
+    scheduled_at = peewee.DateTimeField()  # the cron minute, naive UTC
+    run_id = peewee.IntegerField(null=True)
+    fired_at = peewee.DateTimeField(default=utcnow)
+    scheduler_id = peewee.CharField(max_length=255, null=True)
+
+    class Meta:
+        table_name = "schedule_fires"
+        indexes = ((("pipeline", "scheduled_at"), True),)
+
+
+class WorkerRecord(Record):
+    """A worker process (embedded in `forgeyard serve` or `forgeyard worker`) and its last heartbeat."""
+
+    worker_id = peewee.CharField(max_length=255, unique=True)
+    hostname = peewee.CharField(max_length=255)
+    pid = peewee.IntegerField()
+    concurrency = peewee.IntegerField()
+    started_at = peewee.DateTimeField(default=utcnow)
+    heartbeat_at = peewee.DateTimeField(default=utcnow, index=True)
+    stopped_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "workers"
+
+
+SCALE_OUT_MODELS = (ScheduleFire, WorkerRecord)

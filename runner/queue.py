@@ -7,6 +7,7 @@ executes anywhere but through a claim, so a run is never running on two workers 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from runner import queries
 from runner.database import db, peewee, transaction_immediate
@@ -14,6 +15,15 @@ from runner.models import Run
 from runner.timestamps import utcnow
 
 DEFAULT_LEASE_SECONDS = 30.0  # a running run whose worker has not heartbeated for this long is taken back
+
+
+def submit(spec, inputs: dict[str, Any], *, trigger: str, **fields: Any) -> Run:
+    """Record a run of `spec` and queue it at once (hooks, schedules); InputError when inputs do not fit."""
+    from runner.runs import create_run
+
+    run = create_run(spec, inputs, trigger=trigger, **fields)
+    enqueue(run.id)
+    return Run.get_by_id(run.id)
 
 
 def enqueue(run_id: int) -> bool:

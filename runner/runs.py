@@ -29,6 +29,7 @@ def create_run(spec: Spec, given_inputs: Mapping[str, Any], *, trigger: str, sta
                **fields: Any) -> Run:
     """Record a run of `spec`; raises InputError when the inputs do not fit the pipeline."""
     inputs = resolve_inputs(spec.data.get("inputs") or {}, dict(given_inputs))
+    fields.setdefault("max_attempts", spec.data.get("max-attempts", 2))
     return Run.create(status=status, trigger=trigger, pipeline_name=spec.name, spec_yaml=spec.source,
                       inputs_json=json.dumps(inputs), created_at=utcnow(), **fields)
 
@@ -64,7 +65,8 @@ def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunO
         info = RunInfo(run_id=run.id, trigger=run.trigger, workspace_root=workspace.root,
                        secrets=options.secrets, plan_env=plan.env, inputs=plan.inputs,
                        pipeline_dir=Path(run.pipeline_file).parent if run.pipeline_file else None,
-                       record_output=lambda **fields: BuildOutput.create(run=run.id, **fields).id)
+                       record_output=lambda **fields: BuildOutput.create(run=run.id, **fields).id,
+                       event=run.event)
         outcome = Executor(plan, info, hub, workspace, options.cancel, options.force,
                            options.max_parallel_jobs).execute()
     except (InputError, MatrixError, ValueError) as error:
