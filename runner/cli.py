@@ -18,6 +18,11 @@ EXAMPLES = {
     "worker": "example:\n  FORGEYARD_DATABASE_URL=postgresql://forgeyard@db/forgeyard forgeyard worker --concurrency 4",
     "token": "example:\n  forgeyard token create --name ci --role operator",
     "cleanup": "example:\n  forgeyard cleanup",
+    "hook": "examples:\n  forgeyard hook install /srv/git/acme.git\n  forgeyard hook install --local .",
+    "trigger": "example (what the installed hook runs):\n  echo \"$OLD $NEW refs/heads/main\" | forgeyard trigger push "
+               "--repo /srv/git/acme.git",
+    "scheduler": "example:\n  forgeyard scheduler",
+    "workers": "example:\n  forgeyard workers --json",
     "runs": "examples:\n  forgeyard runs list --status failed --limit 10\n  forgeyard runs show 42\n"
             "  forgeyard runs logs 42",
 }
@@ -62,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs_logs = runs_commands.add_parser("logs", help="a run's log, one [timestamp] line each")
     runs_logs.add_argument("run_id", type=int, metavar="ID")
     runs_logs.add_argument("--since", type=int, default=0, metavar="SEQ", help="only lines after this number")
+    runs_cancel = runs_commands.add_parser("cancel", help="cancel a pending or running run")
+    runs_cancel.add_argument("run_id", type=int, metavar="ID")
 
     serve = _command(commands, "serve", "serve the REST API with embedded workers and the cleanup timer")
     serve.add_argument("--host", default="127.0.0.1")
@@ -78,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
 
     _command(commands, "cleanup", "remove expired ZIP files and local images, and mark their records")
+
+    hook = _command(commands, "hook", "install or remove the git hook that runs .forgeyard/*.yml pipelines on push")
+    hook_commands = hook.add_subparsers(dest="hook_command", metavar="ACTION", required=True)
+    for action in ("install", "uninstall"):
+        hook_action = hook_commands.add_parser(action, help=f"{action} the hook (bare repository: post-receive)")
+        hook_action.add_argument("repo_dir", metavar="REPO_DIR")
+        hook_action.add_argument("--local", action="store_true", help="a work tree: post-commit and post-merge")
+
+    trigger = _command(commands, "trigger", "queue the pipelines a git event matches")
+    trigger_commands = trigger.add_subparsers(dest="trigger_command", metavar="EVENT", required=True)
+    push = trigger_commands.add_parser("push", help="OLD NEW REF as arguments, or lines of them on stdin")
+    push.add_argument("--repo", default=".", metavar="DIR", help="the repository pushed to (default: here)")
+    push.add_argument("update", nargs="*", metavar="OLD NEW REF")
+
+    _command(commands, "scheduler", "run the cron scheduler alone (forgeyard serve runs it too)")
+
+    workers = _command(commands, "workers", "list workers with their last heartbeat and current runs")
+    workers.add_argument("--json", action="store_true")
     return parser
 
 
@@ -107,6 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cleanup":
             from runner.cli_cleanup import cleanup_command
             return cleanup_command(args)
+        if args.command in ("hook", "trigger"):
+            from runner import cli_hooks
+            return getattr(cli_hooks, f"{args.command}_command")(args)
+        if args.command == "scheduler":
+            from runner.cli_scheduler import scheduler_command
+            return scheduler_command(args)
+        if args.command == "workers":
+            from runner.cli_workers import workers_command
+            return workers_command(args)
         from runner.cli_runs import runs_command
         return runs_command(args)
     except UsageError as error:

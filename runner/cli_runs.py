@@ -28,6 +28,12 @@ def runs_command(args: Namespace) -> int:
     run = queries.get_run(args.run_id)
     if run is None:
         raise UsageError(f"no run {args.run_id}")
+    if args.runs_command == "cancel":
+        from runner import queue
+
+        status = queue.request_cancel(run.id)
+        print(f"run {run.id}: " + ("cancelled" if status == "cancelled" else f"{status}; cancel requested"))
+        return exitcodes.SUCCESS
     if args.runs_command == "logs":
         for line in queries.iter_log_lines(run.id, since_seq=args.since):
             sys.stdout.write(f"[{format_timestamp(line.timestamp)}] {line.text}\n")
