@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import require
-from api.errors import ApiError, validation
+from api.errors import ApiError, not_found, validation
 
 
 def endpoint(role: str, *, body: bool = False) -> Callable:
@@ -19,13 +19,9 @@ def endpoint(role: str, *, body: bool = False) -> Callable:
 
     def wrap(handler: Callable[..., Response]) -> Callable:
         async def route(request: Request) -> Response:
+            await run_in_threadpool(require, request, role)  # who asks comes before what they sent
             data = await read_json(request) if body else None
-
-            def call() -> Response:
-                require(request, role)
-                return handler(request, data) if body else handler(request)
-
-            return await run_in_threadpool(call)
+            return await run_in_threadpool(lambda: handler(request, data) if body else handler(request))
 
         route.__name__ = handler.__name__
         route.__doc__ = handler.__doc__
@@ -38,7 +34,7 @@ def by_method(**handlers: Callable) -> Callable:
     """One endpoint for a path served by several methods, so a 405 names them all in `Allow`."""
 
     async def route(request: Request) -> Response:
-        return await handlers[request.method](request)
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
 
     return route
 
@@ -57,16 +53,27 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
+MAX_INT = 2**63 - 1  # the largest id or offset a database column holds
+
+
 def int_param(request: Request, name: str, *, default: int | None = None, low: int = 0,
-              high: int | None = None) -> int | None:
-    """A query parameter as an int within [low, high]; 400 naming it otherwise."""
+              high: int = MAX_INT) -> int | None:
+    """A query parameter as an int within [low, high]; 400 naming it otherwise (an empty value too)."""
     text = request.query_params.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)
     except ValueError:
         raise validation(f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise validation(f"{name} must be between {low} and {high}" if high is not None else f"{name} must be ≥ {low}")
+    if not low <= value <= high:
+        raise validation(f"{name} must be between {low} and {high}")
+    return value
+
+
+def path_id(request: Request, name: str, noun: str) -> int:
+    """An id from the path; one no database could hold is simply not found."""
+    value = request.path_params[name]
+    if value > MAX_INT:
+        raise not_found(f"{noun} {value}")
     return value

@@ -70,7 +70,7 @@ def parse_build_request(body: dict[str, Any]) -> BuildRequest:
     if "clone_repo" not in steps:
         raise validation("clone_repo is required", "step_dependency")
     output_type = body.get("output_type")
-    if output_type not in OUTPUT_TYPES:
+    if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
         raise validation("output_type must be one of zip, docker_image, both")
     missing = [step for step in OUTPUT_TYPES[output_type] if step not in steps]
     if missing:
@@ -79,7 +79,7 @@ def parse_build_request(body: dict[str, Any]) -> BuildRequest:
     registry_id = _optional_id(body, "registry_id")
     if "push_registry" in steps and registry_id is None:
         raise validation("registry_id is required when push_registry is included")
-    parameters = body.get("custom_parameters") or {}
+    parameters = {} if body.get("custom_parameters") is None else body["custom_parameters"]
     if not isinstance(parameters, dict):
         raise validation("custom_parameters must be an object")
     unknown = sorted(set(parameters) - set(CUSTOM_PARAMETERS))
@@ -95,7 +95,9 @@ def _optional_id(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 1.0 is the integer 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**63 - 1:
         raise validation(f"{key} must be a positive integer or null")
     return value
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from api.endpoint import endpoint
+from api.endpoint import endpoint, path_id
 from api.errors import ApiError, not_found
 from api.views import output_view
 from runner import queries
@@ -19,7 +19,7 @@ from runner.timestamps import utcnow
 
 @endpoint("viewer")
 def list_outputs(request: Request) -> JSONResponse:
-    run_id = request.path_params["run_id"]
+    run_id = path_id(request, "run_id", "run")
     if queries.get_run(run_id) is None:
         raise not_found(f"run {run_id}")
     outputs = [output_view(output) for output in queries.build_outputs(run_id)]
@@ -28,7 +28,7 @@ def list_outputs(request: Request) -> JSONResponse:
 
 @endpoint("operator")
 def download(request: Request) -> FileResponse:
-    output_id = request.path_params["output_id"]
+    output_id = path_id(request, "output_id", "output")
     output = BuildOutput.get_or_none(BuildOutput.id == output_id)
     if output is None:
         raise not_found(f"output {output_id}")

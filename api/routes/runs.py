@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from api.auth import require
-from api.endpoint import by_method, endpoint, int_param
+from api.endpoint import by_method, endpoint, int_param, path_id
 from api.errors import ApiError, not_found, validation
 from api.translate import build_request_yaml, parse_build_request, spec_error
 from api.views import run_view
@@ -70,7 +70,7 @@ def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> 
         unknown = sorted(set(body) - {forms[0], "inputs"})
         if unknown:
             raise validation(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
-        inputs = body.get("inputs") or {}
+        inputs = {} if body.get("inputs") is None else body["inputs"]
         if not isinstance(inputs, dict):
             raise validation("inputs must be an object")
         if forms[0] == "spec":
@@ -131,7 +131,7 @@ def _idempotent_replay(fingerprint: str) -> Run | None:
 
 
 def _run(request: Request) -> Run:
-    run = queries.get_run(request.path_params["run_id"])
+    run = queries.get_run(path_id(request, "run_id", "run"))
     if run is None:
         raise not_found(f"run {request.path_params['run_id']}")
     return run

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.endpoint import endpoint, int_param
+from api.endpoint import endpoint, int_param, path_id
 from api.errors import not_found
 from api.views import iso
 from runner import catalog
@@ -61,7 +61,7 @@ def statistics(request: Request) -> JSONResponse:
 
 @endpoint("viewer")
 def repository_usage(request: Request) -> JSONResponse:
-    repository_id = request.path_params["repository_id"]
+    repository_id = path_id(request, "repository_id", "repository")
     repository = catalog.Repository.get_or_none(catalog.Repository.id == repository_id)
     if repository is None:
         raise not_found(f"repository {repository_id}")
@@ -69,7 +69,8 @@ def repository_usage(request: Request) -> JSONResponse:
     counts = _status_counts(of_repository)
     total = sum(counts.values())
     outputs = BuildOutput.select().join(Run).where(of_repository).count()
-    last_used = Run.select(peewee.fn.MAX(Run.created_at)).where(of_repository).scalar(convert=True)
+    latest = Run.select(Run.created_at).where(of_repository).order_by(Run.created_at.desc()).first()
+    last_used = latest.created_at if latest else None
     return JSONResponse({"success": True, "repository_usage": {
         "repository_id": repository.id, "repository_name": repository.name, "repository_url": repository.url,
         "is_verified": repository.is_verified, "total_pipeline_runs": total,

@@ -242,7 +242,7 @@ def import_template(_request: Request, document: dict[str, Any]) -> JSONResponse
     if not isinstance(document["template"], dict):
         raise validation("template must be an object", "invalid_export")
     template = _new_template(document["template"])
-    assets = _imported_assets(document.get("assets") or {})
+    assets = _imported_assets({} if document.get("assets") is None else document["assets"])
     with db.atomic():  # all of it or nothing
         save(template, "branding template", insert=True)
         for kind, (data, media_type) in assets.items():

@@ -35,7 +35,7 @@ async def run_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1008, reason=f"run {run_id} not found")
         return
     try:
-        since = max(0, int(websocket.query_params.get("since", "0")))
+        since = min(max(0, int(websocket.query_params.get("since", "0"))), 2**63 - 1)
     except ValueError:
         since = 0
     await websocket.accept()
