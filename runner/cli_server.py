@@ -19,6 +19,7 @@ def serve_command(args: Namespace) -> int:
 
     from api.app import create_app
     from runner import database, queue
+    from runner.cli_scheduler import start_scheduler_thread
     from runner.worker import Worker, new_worker_id
 
     settings.ensure_dir(settings.home())
@@ -29,6 +30,7 @@ def serve_command(args: Namespace) -> int:
     if worker:
         worker.start()
     stop_cleanup = _start_cleanup_timer()
+    stop_scheduler = start_scheduler_thread() if worker else None  # --workers 0 serves the API only
     print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
           f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
     if token:
@@ -38,6 +40,8 @@ def serve_command(args: Namespace) -> int:
                     else "warning", ws_max_size=1 << 20)
     finally:
         stop_cleanup.set()
+        if stop_scheduler:
+            stop_scheduler.set()
         if worker:
             worker.stop()
     return exitcodes.SUCCESS

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner import expressions
+from runner.cron import cron_problem
 from runner.diagnostics import Diagnostic
 from runner.schema import describe, validate_step_inputs
 from runner.shell import is_sh_family
@@ -67,6 +68,16 @@ def check_runs_on(document: Document) -> Iterator[Diagnostic]:
             yield diagnostic_at(document, ("jobs", job_id, "runs-on"), "runs-on-ignored",
                                 "runs-on is ignored: steps run on the Forgeyard host",
                                 key=True, severity="warning")
+
+
+def check_schedules(document: Document) -> Iterator[Diagnostic]:
+    on = _mapping(document.data).get("on")
+    for index, entry in enumerate(_list(_mapping(on).get("schedule"))):
+        cron = _mapping(entry).get("cron")
+        problem = cron_problem(cron) if isinstance(cron, str) and len(cron.split()) == 5 else None
+        if problem:  # a wrong field count is the schema's to report
+            yield diagnostic_at(document, ("on", "schedule", index, "cron"), "invalid-cron",
+                                f"on.schedule[{index}].cron: {problem}")
 
 
 def check_needs(document: Document) -> Iterator[Diagnostic]:
@@ -385,6 +396,7 @@ def _strings(value: Any, path: NodePath) -> Iterator[tuple[NodePath, str]]:
 
 _CHECKS: tuple[Callable[[Document], Iterator[Diagnostic]], ...] = (
     check_runs_on,
+    check_schedules,
     check_needs,
     check_step_ids,
     check_builtin_steps,
