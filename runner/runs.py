@@ -64,7 +64,9 @@ def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunO
         mark_run(run.id, plan_json=json.dumps(plan.to_dict()))
         info = RunInfo(run_id=run.id, trigger=run.trigger, workspace_root=workspace.root,
                        secrets=options.secrets, plan_env=plan.env, inputs=plan.inputs,
-                       pipeline_dir=Path(run.pipeline_file).parent if run.pipeline_file else None,
+                       # a pushed pipeline's file (".forgeyard/x.yml@sha") is in git, not in a folder here
+                       pipeline_dir=Path(run.pipeline_file).parent
+                       if run.pipeline_file and Path(run.pipeline_file).is_absolute() else None,
                        record_output=lambda **fields: BuildOutput.create(run=run.id, **fields).id,
                        event=run.event)
         outcome = Executor(plan, info, hub, workspace, options.cancel, options.force,

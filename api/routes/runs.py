@@ -24,6 +24,7 @@ from runner.plan import InputError
 from runner.runs import create_run as record_run
 from runner.spec import load_spec
 from runner.timestamps import format_timestamp
+from runner.triggers import accepts
 
 CREATED_LINE = "Pipeline run created. Waiting for execution."
 MAX_WAIT_SECONDS = 300
@@ -67,9 +68,11 @@ def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> 
                       git_repository_id=build.git_repository_id, registry_id=build.registry_id,
                       custom_parameters_json=json.dumps(build.custom_parameters))
     else:
-        unknown = sorted(set(body) - {forms[0], "inputs"})
+        unknown = sorted(set(body) - {forms[0], "inputs", *(("event", "trigger") if forms[0] == "spec" else ())})
         if unknown:
             raise validation(f"unknown field(s): {', '.join(unknown)}", "unknown_field")
+        if forms[0] == "spec":
+            fields.update(_push_event(body))
         inputs = {} if body.get("inputs") is None else body["inputs"]
         if not isinstance(inputs, dict):
             raise validation("inputs must be an object")
@@ -82,13 +85,34 @@ def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> 
             fields["pipeline_file"] = str(_pipeline_file(name))
     try:
         spec = load_spec(text, name)
-        run = record_run(spec, inputs, trigger="api", **fields)
+        trigger = fields.pop("trigger", "api")
+        if not accepts(spec.data.get("on") or {}, trigger):
+            raise validation(f"this pipeline does not accept {trigger} runs (its on: has no {trigger})",
+                             "trigger_not_accepted")
+        run = record_run(spec, inputs, trigger=trigger, **fields)
     except DiagnosticError as error:
         raise spec_error(error) from None
     except InputError as error:
         raise validation(str(error), "invalid_input") from None
     queries.append_log_line(run.id, CREATED_LINE)
     return run
+
+
+PUSH_EVENT_KEYS = ("ref", "commit", "before", "repository", "pusher")
+
+
+def _push_event(body: dict[str, Any]) -> dict[str, Any]:
+    """A git hook posting a pipeline it read at a pushed commit may say which push it was (admins only)."""
+    if "event" not in body and "trigger" not in body:
+        return {}
+    trigger, event = body.get("trigger", "push"), body.get("event") or {}
+    if trigger not in ("api", "push"):
+        raise validation("trigger must be api or push")
+    if not isinstance(event, dict) or set(event) - set(PUSH_EVENT_KEYS) or not all(
+            isinstance(value, str) and len(value) <= 255 for value in event.values()):
+        raise validation(f"event must be an object of strings (≤ 255 characters) with keys among "
+                         f"{', '.join(PUSH_EVENT_KEYS)}")
+    return {"trigger": trigger, "event": event}
 
 
 def _text(value: Any, name: str) -> str:
