@@ -77,7 +77,8 @@ def _open(url: str) -> peewee.Database:
                    ("synchronous", "normal")]
         return peewee.SqliteDatabase(str(path), timeout=10, pragmas=pragmas)
     if url.startswith(POSTGRES_PREFIX):
-        return _PostgresqlDatabase(url)
+        # A database that does not answer must not hold a git hook or a worker start for long.
+        return _PostgresqlDatabase(url, connect_timeout=5)
     # The URL may hold a password: never echo it.
     raise ValueError("FORGEYARD_DATABASE_URL must start with sqlite:/// or postgresql://")
 

@@ -80,6 +80,15 @@ def check_schedules(document: Document) -> Iterator[Diagnostic]:
                                 f"on.schedule[{index}].cron: {problem}")
 
 
+def check_push_filters(document: Document) -> Iterator[Diagnostic]:
+    push = _mapping(_mapping(_mapping(document.data).get("on")).get("push"))
+    for name in ("branches", "tags", "paths"):
+        if name in push and f"{name}-ignore" in push:  # GitHub Actions refuses the pair too: the meaning is unclear
+            yield diagnostic_at(document, ("on", "push", f"{name}-ignore"), "filter-conflict",
+                                f"on.push: use {name} or {name}-ignore, not both (put '!' patterns in {name})",
+                                key=True)
+
+
 def check_needs(document: Document) -> Iterator[Diagnostic]:
     all_jobs = _mapping(_mapping(document.data).get("jobs"))
     graph: dict[str, list[str]] = {}
@@ -397,6 +406,7 @@ def _strings(value: Any, path: NodePath) -> Iterator[tuple[NodePath, str]]:
 _CHECKS: tuple[Callable[[Document], Iterator[Diagnostic]], ...] = (
     check_runs_on,
     check_schedules,
+    check_push_filters,
     check_needs,
     check_step_ids,
     check_builtin_steps,

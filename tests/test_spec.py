@@ -92,7 +92,7 @@ def test_rich_pipeline_is_normalised():
     assert spec.data["jobs"]["package"]["strategy"]["matrix"]["python"] == ["3.11", 3.12]
     assert spec.data["env"] == {"ORG": "acme", "LEVEL": 3, "VERBOSE": True}
     assert [w.format() for w in spec.warnings] == [
-        f"{spec.file}:46:5: warning: runs-on is ignored: steps run on the Forgeyard host"]
+        f"{spec.file}:43:5: warning: runs-on is ignored: steps run on the Forgeyard host"]
     assert "needs" not in spec.document.data["jobs"]["fetch"], "the document keeps the data as written"
 
 
