@@ -22,6 +22,7 @@ from api.routes import (
     templates,
     tokens,
     websocket,
+    workers,
 )
 from runner import database
 
@@ -36,7 +37,8 @@ def create_app(*, worker=None, database_url: str | None = None, rate_limit: str 
         yield
 
     pipeline_routes = [*runs.routes, *outputs.routes, *statistics.routes, *repositories.routes, *registries.routes,
-                       *templates.routes, *presets.routes, *tokens.routes, *websocket.routes]
+                       *templates.routes, *presets.routes, *tokens.routes, *websocket.routes,
+                       *workers.routes]
     return Starlette(
         routes=[*health.routes, Mount("/api/pipelines", routes=pipeline_routes)],
         middleware=[Middleware(RateLimitMiddleware, rate=rate_limit), Middleware(BodyLimitMiddleware)],

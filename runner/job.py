@@ -79,6 +79,8 @@ class JobRunner:
         except ValueError as error:
             self.hub.log(self.job.id, None, f"Error: {error}", system=True)
             status = "failure"
+        if self.cancel.cancelled and status == "success":
+            status = "cancelled"  # cancelled before or between steps: skipped steps alone would read as success
         report.outputs = self._job_outputs()
         report.status = status
         report.completed_at = utcnow()

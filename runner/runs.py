@@ -5,13 +5,15 @@ The CLI, the API, hooks, cron and workers all come through here; nothing else cr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import process, queries, settings
+from runner import process, queries, queue, settings
+from runner.database import peewee
 from runner.events import EventHub, RunObserver
 from runner.executor import DEFAULT_PARALLEL_JOBS, Executor, RunOutcome
 from runner.job import RunInfo
@@ -76,10 +78,15 @@ def execute_run(run: Run, options: RunOptions, spec: Spec | None = None) -> RunO
         outcome = RunOutcome("failed", "invalid_plan", [])
     finally:
         workspace.cleanup()
+    if not queue.owns(run):  # fencing: taken back from this worker meanwhile; the next attempt records the run
+        with contextlib.suppress(peewee.DatabaseError):  # its late lines were refused: their seqs are taken
+            recorder.close()
+        raise queue.RunTakenBack(f"run {run.id} attempt {run.attempt}")
     hub.log(None, None, _summary(run.id, outcome), system=True)
     hub.run_finished(outcome.status, outcome.error)
     recorder.close()
-    mark_run(run.id, status=outcome.status, error=outcome.error, completed_at=utcnow())
+    if not queue.record_end(run, status=outcome.status, error=outcome.error, completed_at=utcnow()):
+        raise queue.RunTakenBack(f"run {run.id} attempt {run.attempt}")
     return outcome
 
 

@@ -122,3 +122,21 @@ def _write(folder: Path, text: str) -> Path:
 def _server_secret_in_env(monkeypatch):
     # The env-files pipeline checks that the server's own variables never reach a step.
     monkeypatch.setenv("FORGEYARD_SECRET_KEY", "server-side-key-never-for-steps")
+
+
+def test_a_job_cancelled_before_its_first_step_is_cancelled_not_successful(db, tmp_path):
+    from runner import process
+    from runner.events import EventHub
+    from runner.job import JobRunner, RunInfo
+    from runner.masking import SecretMasker
+    from runner.plan import build_plan
+
+    spec = load_spec_file(_write(tmp_path, "jobs: {a: {steps: [{run: 'echo never'}]}}"))
+    plan = build_plan(spec.data, {}, name="p")
+    token = process.CancelToken()
+    token.cancel("fail-fast")
+    info = RunInfo(run_id=None, trigger="cli", workspace_root=tmp_path, secrets={}, plan_env={}, inputs={})
+    report = JobRunner(plan.jobs[0], info, EventHub([], SecretMasker()), token, process.CancelToken(), {},
+                       tmp_path / "a", tmp_path / "scratch").run()
+    assert report.status == "cancelled"
+    assert [step.status for step in report.steps] == ["skipped"]
