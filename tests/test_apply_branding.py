@@ -20,10 +20,6 @@ pytestmark = pytest.mark.usefixtures("checkout_stand_in")
 # Fixtures of tests/services/openwebui_tree.py (they carry their names), until tests/conftest.py imports them.
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """SQLite only: these tests are about the tree, and both backends are covered by the engine's tests."""
-    return f"sqlite:///{tmp_path / 'forgeyard.db'}"
 LOGO_COLOR = (200, 30, 40)
 SAFE_SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" '
             b'viewBox="0 0 64 64"><rect width="64" height="64" fill="#00c000"/></svg>\n')

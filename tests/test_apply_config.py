@@ -16,10 +16,6 @@ pytestmark = pytest.mark.usefixtures("checkout_stand_in")
 # Fixtures of tests/services/openwebui_tree.py (they carry their names), until tests/conftest.py imports them.
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """SQLite only: these tests are about the tree, and both backends are covered by the engine's tests."""
-    return f"sqlite:///{tmp_path / 'forgeyard.db'}"
 CANARY = "sk-canary-7f3a9c1e5b"
 STATE: dict = {}
 

@@ -47,12 +47,6 @@ PROBE = BuiltinStep("t_probe", "Probe scratch (test)", "lists the scratch folder
 
 
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    """SQLite only: these tests are about docker; the records are tested on both databases elsewhere."""
-    return f"sqlite:///{tmp_path / 'forgeyard.db'}"
-
-
-@pytest.fixture
 def seeded_steps():
     """SEED under the key clone_repo (the steps under test require it) and PROBE; the real steps come back after."""
     real = get_step("clone_repo")

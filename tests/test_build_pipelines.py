@@ -22,12 +22,6 @@ PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
 
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    """SQLite only: these tests are about builds; the records run on both databases in test_pipelines."""
-    return f"sqlite:///{tmp_path / 'forgeyard.db'}"
-
-
-@pytest.fixture
 def build_env(tmp_path, monkeypatch, openwebui_repo):
     monkeypatch.setenv("FORGEYARD_ALLOW_LOCAL_REPOS", "1")
     monkeypatch.setenv("FORGEYARD_OFFICIAL_REPO_URL", f"file://{openwebui_repo}")

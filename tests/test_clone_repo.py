@@ -25,12 +25,6 @@ from tests.services.sshd import GitSshServer
 pytestmark = pytest.mark.usefixtures("db")
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """SQLite only: what is tested here is git, not the database backends (test_records covers both)."""
-    return f"sqlite:///{tmp_path / 'forgeyard.db'}"
-
-
 @pytest.fixture(autouse=True)
 def git_policy(monkeypatch, tmp_path):
     """Local, loopback and plain-http remotes allowed (the test servers); a fresh cache for every test."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from runner import database, queries
+from runner import queries
 from runner.artifacts import ArtifactKeyError, LocalArtifactStore, get_store
 from runner.diagnostics import DiagnosticError
 from runner.models import BuildOutput
@@ -59,13 +59,6 @@ def artifact_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.delenv("FORGEYARD_MAX_ARTIFACT_BYTES", raising=False)
     return root
-
-
-@pytest.fixture
-def sqlite_db(tmp_path) -> Iterator[None]:
-    database.connect(f"sqlite:///{tmp_path / 'forgeyard.db'}")
-    yield
-    database.close()
 
 
 @pytest.fixture
@@ -128,7 +121,7 @@ def test_a_pipeline_zips_the_tree_into_the_store_and_records_it(db, tmp_path, so
     assert step_again.outputs["path"] != outputs["path"] and path.exists()
 
 
-def test_source_date_epoch_dates_every_entry(sqlite_db, tmp_path, source_tree):
+def test_source_date_epoch_dates_every_entry(db, tmp_path, source_tree):
     outcome, step, log, _ = run_zip(tmp_path, source_tree, "{include_git: true}",
                                     env="{SOURCE_DATE_EPOCH: '1700000000'}")
     assert outcome.status == "completed", log
@@ -157,7 +150,7 @@ def test_a_name_that_is_not_a_plain_zip_file_name_is_refused_before_anything_run
 
 
 @pytest.mark.security
-def test_a_tree_over_the_limit_fails_with_artifact_too_large_and_leaves_nothing(sqlite_db, tmp_path, source_tree,
+def test_a_tree_over_the_limit_fails_with_artifact_too_large_and_leaves_nothing(db, tmp_path, source_tree,
                                                                                 artifact_dir, monkeypatch):
     monkeypatch.setenv("FORGEYARD_MAX_ARTIFACT_BYTES", "1000")
     outcome, step, log, run = run_zip(tmp_path, source_tree)

@@ -14,7 +14,6 @@ from tests import test_build_image
 from tests.services.registry import RegistryService
 from tests.test_build_image import branded_tree, run_pipeline, unique_tag, write_tree
 
-database_url = test_build_image.database_url
 seeded_steps = test_build_image.seeded_steps
 
 IMAGE = "forgeyard-test/acme"

@@ -211,10 +211,15 @@ def start_api_server(root: Path, *, rate_limit: str = TEST_RATE_LIMIT, workers: 
     return ApiServer(home=home, env=env, workers=workers).start()
 
 
-@pytest.fixture(scope="module", name="api_server")
-def api_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A `forgeyard serve --workers 2` for the test module, stopped at its end."""
-    server = start_api_server(tmp_path_factory.mktemp("api-server"))
+@pytest.fixture(scope="module", name="api_server", params=["sqlite", "postgresql"])
+def api_server_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A `forgeyard serve --workers 2` for the test module on each database, stopped at its end."""
+    extra = {}
+    if request.param == "postgresql":
+        from tests.services.postgres import fresh_database
+
+        extra["FORGEYARD_DATABASE_URL"] = fresh_database(request.getfixturevalue("postgres_url"))
+    server = start_api_server(tmp_path_factory.mktemp("api-server"), extra_env=extra)
     try:
         yield server
     finally:
