@@ -19,8 +19,15 @@ EXAMPLES = sorted((ROOT / "pipelines").glob("*.yml"))
 SHELL_EXAMPLES = ["hello.yml", "matrix.yml", "needs-outputs.yml"]
 
 
-@pytest.fixture
-def home(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def home(request, tmp_path, monkeypatch):
+    """A FORGEYARD_HOME for the command; its records go to SQLite in it, or to a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        from tests.services.postgres import fresh_database
+
+        monkeypatch.setenv("FORGEYARD_DATABASE_URL", fresh_database(request.getfixturevalue("postgres_url")))
+    else:
+        monkeypatch.delenv("FORGEYARD_DATABASE_URL", raising=False)
     return tmp_path / "home"
 
 
@@ -30,7 +37,8 @@ def forgeyard(home: Path, *args: str, env: dict | None = None, **kwargs) -> subp
 
 
 def _env(home: Path, extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGEYARD_")}
+    # Only the database choice of the `home` fixture passes; no other FORGEYARD_* of the test run leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGEYARD_") or k == "FORGEYARD_DATABASE_URL"}
     env.update({"FORGEYARD_HOME": str(home), "FORGEYARD_KILL_GRACE": "1"}, **(extra or {}))
     return env
 
