@@ -69,7 +69,8 @@ class Recorder(RunObserver):
                     continue
             # Anything but a log line (a status change, the stop mark, the flush timer) writes pending lines
             # first, so records never show a step finished before its output.
-            self._guarded(queries.insert_log_lines, lines) if lines else None
+            if lines:
+                self._guarded(queries.insert_log_lines, lines)
             lines, deadline = [], None
             if item is _STOP:
                 return
