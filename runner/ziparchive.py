@@ -21,6 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from runner.ziptree import (
+    ArchiveError,
+    ArchiveStopped,
+    Entry,
+    scan_tree,
+)
+
 BLOCK_SIZE = 1 << 20  # files larger than this are streamed in blocks of this size
 BATCH_SIZE, BATCH_ENTRIES = 256 * 1024, 256  # smaller ones are compressed in batches of about this size
 WINDOW = 32 * 1024  # deflate's history: each block is primed with the previous block's last WINDOW bytes
@@ -35,9 +42,6 @@ STORED, DEFLATED = 0, 8
 FLAG_DATA_DESCRIPTOR, FLAG_UTF8 = 0x08, 0x800
 VERSION, VERSION_ZIP64 = 20, 45
 MADE_BY_UNIX = 3 << 8
-FILE_ATTR, EXEC_ATTR = (stat.S_IFREG | 0o644) << 16, (stat.S_IFREG | 0o755) << 16
-DIR_ATTR = (stat.S_IFDIR | 0o755) << 16 | 0x10  # 0x10: the MS-DOS directory bit
-LINK_ATTR = (stat.S_IFLNK | 0o777) << 16
 
 _LOCAL = struct.Struct("<4s5H3L2H")
 _CENTRAL = struct.Struct("<4s6H3L5H2L")
@@ -48,37 +52,6 @@ _DESCRIPTOR, _DESCRIPTOR64 = struct.Struct("<4s3L"), struct.Struct("<4sL2Q")
 _ZEROS = bytes(BLOCK_SIZE)
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF  # "see the ZIP64 field"
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a fifo swapped in must not block
-
-
-class ArchiveError(Exception):
-    """The tree cannot be archived; str() is a user-facing message naming tree-relative paths only."""
-
-    code = "archive_failed"
-
-
-class ArchiveTooLarge(ArchiveError):
-    code = "artifact_too_large"
-
-
-class ArchiveStopped(ArchiveError):
-    code = "cancelled"
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: bytes  # UTF-8, '/'-separated, relative; directories end with '/'
-    kind: str  # file | dir | link
-    path: str = ""  # absolute path on disk (files)
-    size: int = 0
-    attr: int = FILE_ATTR
-    target: bytes = b""  # links: where the link points, relative and inside the tree
-
-
-@dataclass(frozen=True)
-class TreeScan:
-    entries: list[Entry]  # in archive order
-    size: int  # bytes of the files
-    skipped: int  # links out of the tree, special files, unusable names
 
 
 @dataclass(frozen=True)
@@ -99,85 +72,6 @@ def _dos_datetime(epoch: int) -> tuple[int, int]:
     # UTC, not local time: the same archive on every machine.
     t = time.gmtime(clamp_timestamp(epoch))
     return (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday, t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2
-
-
-# -- the tree ---------------------------------------------------------------------------------------------
-
-
-def scan_tree(root: str | os.PathLike, *, include_git: bool = False, max_bytes: int | None = None,
-              on_skip: Callable[[str], None] = lambda message: None) -> TreeScan:
-    """The entries of the tree in archive order and their size, walked without following a symlink.
-
-    Raises ArchiveTooLarge as soon as the files' sizes pass `max_bytes` (sparse files count fully: their
-    zeros are read and compressed). Skips, reporting each to `on_skip`: symlinks whose target leaves the
-    tree, special files, and names that are not UTF-8 or hold a backslash (read as a separator on Windows).
-    """
-    real_root = os.path.realpath(root)
-    entries: list[Entry] = []
-    total = skipped = 0
-    folders = [("", real_root)]
-    while folders:
-        prefix, folder = folders.pop()
-        with os.scandir(folder) as listing:
-            for item in listing:
-                if item.name == ".git" and not include_git:
-                    continue
-                entry = _entry(item, prefix + item.name, real_root)
-                if isinstance(entry, str):
-                    skipped += 1
-                    on_skip(entry)
-                    continue
-                entries.append(entry)
-                if entry.kind == "dir":
-                    folders.append((prefix + item.name + "/", item.path))
-                total += entry.size
-                if max_bytes is not None and total > max_bytes:
-                    raise ArchiveTooLarge(f"the tree is larger than {_human(max_bytes)} "
-                                          "(FORGEYARD_MAX_ARTIFACT_BYTES); nothing was written")
-    entries.sort(key=lambda entry: entry.name)
-    return TreeScan(entries, total, skipped)
-
-
-def _entry(item: os.DirEntry, relative: str, real_root: str) -> Entry | str:
-    """The archive entry of one directory item, or why it is skipped."""
-    try:
-        name = relative.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"skipped {relative.encode('utf-8', 'backslashreplace').decode()!r}: the name is not UTF-8"
-    if "\\" in item.name:
-        return f"skipped {relative!r}: a backslash in a name reads as a folder on Windows"
-    info = item.stat(follow_symlinks=False)
-    if stat.S_ISDIR(info.st_mode):
-        return Entry(name + b"/", "dir", attr=DIR_ATTR)
-    if stat.S_ISREG(info.st_mode):
-        return Entry(name, "file", item.path, info.st_size, EXEC_ATTR if info.st_mode & 0o111 else FILE_ATTR)
-    if not stat.S_ISLNK(info.st_mode):
-        return f"skipped {relative!r}: not a regular file, folder or symlink"
-    target = _inside_target(item.path, real_root)
-    if target is None:
-        return f"skipped symlink {relative!r}: it points outside the tree"
-    return Entry(name, "link", attr=LINK_ATTR, target=target)
-
-
-def _inside_target(link: str, real_root: str) -> bytes | None:
-    """The link's target relative to its folder if it resolves inside the tree, else None.
-
-    Stored from the resolved path rather than as written: an absolute target inside the tree then still
-    works once extracted elsewhere, and the bytes do not depend on where the workspace was.
-    """
-    resolved = os.path.realpath(link)
-    if os.path.commonpath([resolved, real_root]) != real_root:
-        return None
-    relative = os.path.relpath(resolved, os.path.dirname(link))  # the walk's folders are real paths already
-    return relative.replace(os.sep, "/").encode("utf-8", "surrogateescape")
-
-
-def _human(size: float) -> str:
-    units = ["bytes", "KiB", "MiB", "GiB"]
-    while size >= 1024 and len(units) > 1:
-        size /= 1024
-        units.pop(0)
-    return f"{size:.4g} {units[0]}"
 
 
 # -- compression, in the worker threads -------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import ziparchive
-from runner.ziparchive import ArchiveStopped, ArchiveTooLarge, write_archive
+from runner import ziparchive, ziptree
+from runner.ziparchive import write_archive
+from runner.ziptree import ArchiveStopped, ArchiveTooLarge
 
 COMMIT_TIME = 1735787045  # 2025-01-02T03:04:05Z
 PASSWD = Path("/etc/passwd")
@@ -229,7 +230,7 @@ def test_a_file_that_changes_while_it_is_read_fails_the_archive(tmp_path):
     root = tmp_path / "tree"
     root.mkdir()
     (root / "grows.txt").write_text("short")
-    entries = ziparchive.scan_tree(root).entries
+    entries = ziptree.scan_tree(root).entries
     (root / "grows.txt").write_text("much longer now")
-    with pytest.raises(ziparchive.ArchiveError, match="'grows.txt' changed while it was being archived"):
+    with pytest.raises(ziptree.ArchiveError, match="'grows.txt' changed while it was being archived"):
         ziparchive._pack_file(entries[0], 6)

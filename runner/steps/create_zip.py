@@ -15,7 +15,8 @@ from typing import Any
 from runner.artifacts import FILE_NAME, ArtifactStore, get_store
 from runner.steps import BuiltinStep, StepContext, StepFailed
 from runner.timestamps import utcnow
-from runner.ziparchive import MIN_TIMESTAMP, ArchiveError, ArchiveResult, clamp_timestamp, write_archive
+from runner.ziparchive import MIN_TIMESTAMP, ArchiveResult, clamp_timestamp, write_archive
+from runner.ziptree import ArchiveError
 
 KEY = "create_zip"
 ZIP_EXPIRY = timedelta(days=7)
