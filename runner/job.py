@@ -61,6 +61,7 @@ class JobRunner:
         self.extra_path: list[str] = []
         self.deadline: float | None = None
         self.state: dict[str, Any] = {}  # what the job's built-in steps hand on to each other
+        self._step_token = cancel
 
     # -- the job ---------------------------------------------------------------------------------------
 
@@ -108,6 +109,9 @@ class JobRunner:
 
     def _run_step_if_due(self, plan: StepPlan, step: StepReport, job_status: str) -> str:
         """Run one step if its condition holds; return the job status after it."""
+        # Decided once, with the condition: a step due before a cancel answers to `cancel` even if the cancel
+        # lands before its process starts; only a step due *because of* the cancel (always()) answers to `force`.
+        self._step_token = self.force if self.cancel.cancelled else self.cancel
         if self.cancel.cancelled:
             self.context.status = "cancelled"
         elif self.deadline is not None and time.monotonic() >= self.deadline:
@@ -191,7 +195,7 @@ class JobRunner:
         return outcome
 
     def _token(self) -> process.CancelToken:
-        return self.force if self.cancel.cancelled else self.cancel
+        return self._step_token
 
     def _job_expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

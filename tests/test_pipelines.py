@@ -140,3 +140,33 @@ def test_a_job_cancelled_before_its_first_step_is_cancelled_not_successful(db, t
                        tmp_path / "a", tmp_path / "scratch").run()
     assert report.status == "cancelled"
     assert [step.status for step in report.steps] == ["skipped"]
+
+
+def test_a_cancel_landing_between_a_steps_condition_and_its_process_still_stops_it(db, tmp_path, monkeypatch):
+    """The race behind a flaky API cancel: the step was due, then the cancel came before its process started."""
+    import time
+
+    from runner import process
+    from runner.events import EventHub
+    from runner.job import JobRunner, RunInfo
+    from runner.masking import SecretMasker
+    from runner.plan import build_plan
+
+    spec = load_spec_file(_write(tmp_path, "jobs: {a: {steps: [{run: 'sleep 30'}]}}"))
+    plan = build_plan(spec.data, {}, name="p")
+    token = process.CancelToken()
+    original = JobRunner._step_timeout
+
+    def cancel_then_time(self, step_plan):  # runs after the condition, before the process is spawned
+        token.cancel("api")
+        return original(self, step_plan)
+
+    monkeypatch.setattr(JobRunner, "_step_timeout", cancel_then_time)
+    info = RunInfo(run_id=None, trigger="cli", workspace_root=tmp_path, secrets={}, plan_env={}, inputs={})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "scratch").mkdir()
+    started = time.monotonic()
+    report = JobRunner(plan.jobs[0], info, EventHub([], SecretMasker()), token, process.CancelToken(), {},
+                       tmp_path / "a", tmp_path / "scratch").run()
+    assert report.steps[0].status == "cancelled" and report.status == "cancelled"
+    assert time.monotonic() - started < 10
