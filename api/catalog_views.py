@@ -163,6 +163,14 @@ def save(record: catalog.CatalogRecord, noun: str, *, insert: bool = False) -> N
         raise ApiError(409, f"a {noun} named {record.name!r} already exists", code="name_exists") from None
 
 
+def delete_kept(record: catalog.WithCredentials, run_column: peewee.Field, noun: str) -> JSONResponse:
+    """DELETE of a repository or registry: refused while a run uses it, else marked deleted (never removed)."""
+    refuse_if_in_use(run_column, record.id, noun)
+    deleted = {"id": record.id, "name": record.name}
+    record.mark_deleted()
+    return JSONResponse({"success": True, "deleted": deleted})
+
+
 def refuse_if_in_use(column: peewee.Field, record_id: int, noun: str) -> None:
     """409 while a queued or running run uses the record: it would fail, or pick up a later record given the same
     id. Finished runs stay readable after a delete (api.views says the record was deleted)."""

@@ -13,10 +13,10 @@ from api.catalog_views import (
     check_fields,
     check_name_free,
     credential_values,
+    delete_kept,
     get_or_404,
     list_response,
     merged,
-    refuse_if_in_use,
     registry_view,
     save,
     text,
@@ -144,11 +144,7 @@ def update_registry(request: Request, body: dict[str, Any]) -> JSONResponse:
 
 @endpoint("admin")
 def delete_registry(request: Request) -> JSONResponse:
-    registry = get_or_404(Registry, request, "registry_id", "registry")
-    refuse_if_in_use(Run.registry_id, registry.id, "registry")
-    deleted = {"id": registry.id, "name": registry.name}
-    registry.mark_deleted()
-    return JSONResponse({"success": True, "deleted": deleted})
+    return delete_kept(get_or_404(Registry, request, "registry_id", "registry"), Run.registry_id, "registry")
 
 
 @endpoint("admin")

@@ -12,10 +12,10 @@ from api.catalog_views import (
     check_fields,
     check_name_free,
     credential_values,
+    delete_kept,
     get_or_404,
     list_response,
     merged,
-    refuse_if_in_use,
     repository_view,
     save,
     text,
@@ -128,10 +128,7 @@ def update_repository(request: Request, body: dict[str, Any]) -> JSONResponse:
 @endpoint("admin")
 def delete_repository(request: Request) -> JSONResponse:
     repository = get_or_404(Repository, request, "repository_id", "repository")
-    refuse_if_in_use(Run.git_repository_id, repository.id, "repository")
-    deleted = {"id": repository.id, "name": repository.name}
-    repository.mark_deleted()
-    return JSONResponse({"success": True, "deleted": deleted})
+    return delete_kept(repository, Run.git_repository_id, "repository")
 
 
 @endpoint("admin")
