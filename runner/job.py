@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import traceback
@@ -24,6 +25,7 @@ PASSTHROUGH_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", 
                    "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
                    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 FAILED = ("failure", "timed_out")
+NO_SPACE = "no_space"  # the error code of a built-in step that failed because a disk was full
 
 
 @dataclass
@@ -190,8 +192,8 @@ class JobRunner:
                          system=True)
             if self._token().wait(float(plan.retry_delay)):
                 return "cancelled"
-        if outcome == "timed_out":
-            step.error = "step_timeout"
+        if outcome == "timed_out" and not (step.error or "").endswith("_timeout"):
+            step.error = "step_timeout"  # a built-in step's own code says more when it names what timed out
         return outcome
 
     def _token(self) -> process.CancelToken:
@@ -261,10 +263,14 @@ class JobRunner:
         try:
             outputs = builtin.run(context) or {}
         except StepFailed as failure:
-            context.log(f"Error [{failure.code}]: {failure}" if failure.code else f"Error: {failure}")
-            step.error = failure.code
+            step.error = NO_SPACE if _disk_full(failure, context) else failure.code
+            context.log(f"Error [{step.error}]: {failure}" if step.error else f"Error: {failure}")
             return "cancelled" if context.cancel.cancelled else ("timed_out" if context.timed_out else "failure")
         except Exception as error:  # a bug in a step must fail the step, not the engine
+            if _disk_full(error, context):  # not a bug: say so without the OSError's path
+                context.log(f"Error [{NO_SPACE}]: no space left on the device")
+                step.error = NO_SPACE
+                return "failure"
             context.log(f"Internal error in {plan.uses}: {type(error).__name__}: {error}")
             if settings.debug():
                 context.log(traceback.format_exc())
@@ -307,6 +313,18 @@ class JobRunner:
         if not path.is_dir():
             raise ValueError(f"working-directory {plan.working_directory!r} does not exist")
         return path
+
+
+def _disk_full(error: BaseException, context: BuiltinStepContext) -> bool:
+    """Whether a full disk made the step fail: ENOSPC raised (maybe re-raised as another error), or printed."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__  # `raise … from None` still keeps __context__
+    return context.no_space
 
 
 def _validated_inputs(schema: dict, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import select
 import signal
@@ -14,13 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of a step's process group
-KILL_WAIT_SECONDS = 5.0  # how long SIGKILLed processes get to disappear (one stuck in D state may never)
+from runner.processgroup import KILL_GRACE_SECONDS, Terminator, Watchdog, group_alive, signal_group, terminate_group
+
 READER_DRAIN_SECONDS = 1.0  # after the group is gone, for a process outside it that still holds the pipe
 MAX_LINE_BYTES = 64 * 1024
 CAPTURE_LIMIT_CHARS = 1024 * 1024
 _READ_SIZE = 64 * 1024
-_POLL_SECONDS = 0.02
 
 
 class CancelToken:
@@ -85,85 +83,6 @@ class ProcessResult:
     cancelled: bool
     duration: float  # seconds
     signal: int | None  # the signal that ended the main process, if any
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is still in group `pgid`."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False  # the fast path: a well-behaved step leaves nothing behind
-    except PermissionError:
-        pass  # a member we may not signal is still a member
-    return _scan_group(pgid)
-
-
-def _scan_group(pgid: int) -> bool:
-    # Zombies reparented to a non-reaping PID 1 (containers) still answer killpg(pgid, 0); they do not count.
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue  # exited while we looked
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or nothing left we may signal
-        os.killpg(pgid, sig)
-
-
-def _wait_group_empty(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
-
-
-def terminate_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> bool:
-    """SIGTERM group `pgid`, then SIGKILL what is left after `grace` seconds; True once the group is empty."""
-    _signal_group(pgid, signal.SIGTERM)
-    _signal_group(pgid, signal.SIGCONT)  # a stopped process would otherwise sit out the whole grace
-    if _wait_group_empty(pgid, grace):
-        return True
-    _signal_group(pgid, signal.SIGKILL)
-    return _wait_group_empty(pgid, KILL_WAIT_SECONDS)
-
-
-class _Terminator:
-    """Ends one process group once, on the first of timeout or cancellation, without blocking the caller."""
-
-    def __init__(self, pgid: int, grace: float) -> None:
-        self._pgid, self._grace = pgid, grace
-        self._lock = threading.Lock()
-        self._armed = True
-        self._thread: threading.Thread | None = None
-        self.cause: str | None = None  # "timeout" | "cancel"
-
-    def trigger(self, cause: str) -> None:
-        # Runs in the canceller's thread (maybe an API request), so the grace period is waited out elsewhere.
-        with self._lock:
-            if not self._armed or self.cause is not None:
-                return
-            self.cause = cause
-            self._thread = threading.Thread(target=terminate_group, args=(self._pgid, self._grace),
-                                            daemon=True)
-            self._thread.start()
-
-    def disarm(self) -> None:
-        """Ignore later triggers and wait for a termination in progress, so no signal outlives the step."""
-        with self._lock:
-            self._armed = False
-            thread = self._thread
-        if thread is not None:
-            thread.join()
 
 
 class _LineSplitter:
@@ -249,8 +168,8 @@ def _feed_stdin(fd: int, data: bytes, wake_fd: int) -> None:
 
 
 def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
-           with_stdin: bool) -> tuple[subprocess.Popen, int, int | None]:
-    """Start `argv` as the leader of a new process group; returns it, its output fd and its stdin fd."""
+           with_stdin: bool) -> tuple[subprocess.Popen, Watchdog, int, int | None]:
+    """Start `argv` as the leader of a new process group guarded by a watchdog; returns both and its fds."""
     out_read, out_write = os.pipe()
     in_read, in_write = os.pipe() if with_stdin else (None, None)
     try:
@@ -263,7 +182,14 @@ def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
         raise
     finally:
         _close(out_write, in_read)
-    return proc, out_read, in_write
+    try:
+        watchdog = Watchdog(proc.pid)  # start_new_session makes the process its group's leader
+    except BaseException:
+        signal_group(proc.pid, signal.SIGKILL)  # unguarded, the step must not run at all
+        proc.wait()
+        _close(out_read, in_write)
+        raise
+    return proc, watchdog, out_read, in_write
 
 
 def _close(*fds: int | None) -> None:
@@ -292,7 +218,7 @@ def _start_pumps(out_fd: int, in_fd: int | None, stdin_data: bytes | None, split
     return threads
 
 
-def _start_timer(timeout: float | None, terminator: _Terminator) -> threading.Timer | None:
+def _start_timer(timeout: float | None, terminator: Terminator) -> threading.Timer | None:
     if timeout is None:
         return None
     timer = threading.Timer(timeout, terminator.trigger, args=("timeout",))
@@ -312,9 +238,9 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, o
     started = time.monotonic()
     if cancel is not None and cancel.cancelled:
         return ProcessResult(None, False, True, 0.0, None)
-    proc, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
-    pgid = proc.pid  # start_new_session makes the process its group's leader
-    terminator = _Terminator(pgid, kill_grace)
+    proc, watchdog, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
+    pgid = proc.pid
+    terminator = Terminator(pgid, kill_grace)
     splitter = _LineSplitter(on_line)
     wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
     threads = _start_pumps(out_fd, in_fd, stdin_data, splitter, wake_fd)
@@ -332,6 +258,7 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, o
         if group_alive(pgid):
             terminate_group(pgid, kill_grace)
         proc.wait()  # reaps the leader if the first wait was interrupted
+        watchdog.stop()
         _finish_threads(threads, wake_fd)
         _close(out_fd, wake_fd)
     if splitter.error is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,6 +12,9 @@ from typing import Any
 
 from runner import process, settings
 from runner.events import EventHub
+
+# What git and other tools print when a write hits a full disk (git says the latter after a short write).
+NO_SPACE_PHRASES = (os.strerror(errno.ENOSPC).lower(), "out of diskspace")
 
 
 @dataclass
@@ -30,6 +35,7 @@ class BuiltinStepContext:
     deadline: float | None  # time.monotonic() value after which processes are killed
     output_recorder: Callable[..., int | None] | None = None
     timed_out: bool = field(default=False, init=False)
+    no_space: bool = field(default=False, init=False)  # one of its processes said the disk was full
 
     def log(self, line: str) -> None:
         for part in str(line).splitlines() or [""]:
@@ -42,9 +48,16 @@ class BuiltinStepContext:
                     cwd: Path | None = None, stdin_data: bytes | None = None,
                     on_line: Callable[[str], None] | None = None) -> process.ProcessResult:
         timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        sink = on_line or self.log
+
+        def watch(line: str) -> None:
+            if not self.no_space and any(phrase in line.lower() for phrase in NO_SPACE_PHRASES):
+                self.no_space = True
+            sink(line)
+
         result = process.run_streaming(
             argv, env=dict(env if env is not None else self.env), cwd=cwd or self.workspace,
-            on_line=on_line or self.log, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
+            on_line=watch, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
             kill_grace=settings.kill_grace_seconds())
         self.timed_out = self.timed_out or result.timed_out
         return result

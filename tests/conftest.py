@@ -18,6 +18,7 @@ from tests.services.openwebui_tree import (  # noqa: F401  (fixtures)
 from tests.services.postgres import fresh_database, postgres_url  # noqa: F401  (postgres_url: a fixture)
 from tests.services.registry import docker_registry  # noqa: F401  (a fixture)
 from tests.services.sshd import git_sshd  # noqa: F401  (a fixture)
+from tests.services.workers import fleet, pg  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

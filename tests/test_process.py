@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import process
-from runner.process import CancelToken, run_captured, run_streaming, terminate_group
+from runner import process, processgroup
+from runner.process import CancelToken, run_captured, run_streaming
+from runner.processgroup import terminate_group
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -217,7 +219,7 @@ def test_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
     assert 0.8 <= result.duration < 3
     leader, child = read_pids(pids)
     assert not alive(leader) and not alive(child)
-    assert not process.group_alive(leader)
+    assert not processgroup.group_alive(leader)
 
 
 @pytest.mark.reliability
@@ -290,6 +292,59 @@ def test_process_that_left_the_group_does_not_hang_the_step(tmp_path):
 def test_terminate_group_of_empty_group(tmp_path):
     result, lines = bash("echo $$", tmp_path)
     assert terminate_group(int(lines[0]), grace=0.1)
+
+
+# A "worker": two steps in threads, the second started once the first runs; it leaves its group (setsid) and so
+# would keep the first step's group alive after the worker's death had the first watchdog's pipe leaked into it.
+TWO_STEPS = """
+import os, threading, time
+from runner.process import run_streaming
+
+def step(script):
+    run_streaming(["bash", "-c", script], env={"PATH": os.environ["PATH"]}, cwd=".", on_line=print)
+
+threading.Thread(target=step, args=("sleep 300 & echo $$ $! > pid1.tmp; mv pid1.tmp pid1; wait",)).start()
+while not os.path.exists("pid1"):
+    time.sleep(0.01)
+threading.Thread(target=step, args=("setsid sleep 300 & echo $! > pid2.tmp; mv pid2.tmp pid2; wait",)).start()
+threading.Event().wait()
+"""
+
+
+def children() -> set[int]:
+    """This process's child processes, zombies included."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+@pytest.mark.reliability
+def test_a_killed_worker_takes_its_steps_process_groups_along(tmp_path):
+    worker = subprocess.Popen([sys.executable, "-c", TWO_STEPS], cwd=tmp_path, start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "pid2").exists():
+            assert worker.poll() is None and time.monotonic() < deadline, "the steps did not start"
+            time.sleep(0.02)
+    finally:
+        worker.kill()
+        worker.wait()
+    leader, child = read_pids(tmp_path / "pid1")
+    deadline = time.monotonic() + 5
+    while processgroup.group_alive(leader):
+        assert time.monotonic() < deadline, "the dead worker's step group outlived it"
+        time.sleep(0.02)
+    (escaped,) = read_pids(tmp_path / "pid2")
+    assert not alive(child)
+    assert alive(escaped), "a process that left its group is not the watchdog's to kill"
+
+
+def test_no_watchdog_outlives_its_step(tmp_path):
+    before = children()
+    result, _ = bash("sleep 0.2 & echo started", tmp_path)
+    assert result.exit_code == 0
+    assert children() <= before, "a process of the step (or its watchdog) was left, maybe as a zombie"
 
 
 # --- CancelToken

@@ -1,0 +1,129 @@
+"""Process groups of steps: who is in one, how it is ended (SIGTERM, grace, SIGKILL), and its death watchdog."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+
+KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of a step's process group
+KILL_WAIT_SECONDS = 5.0  # how long SIGKILLed processes get to disappear (one stuck in D state may never)
+_POLL_SECONDS = 0.02
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # the fast path: a well-behaved step leaves nothing behind
+    except PermissionError:
+        pass  # a member we may not signal is still a member
+    return bool(group_members(pgid))
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of the live processes in group `pgid`, read from /proc.
+
+    Zombies reparented to a non-reaping PID 1 (containers) still answer killpg(pgid, 0); they do not count.
+    """
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            members.append(int(name))
+    return members
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or nothing left we may signal
+        os.killpg(pgid, sig)
+
+
+def wait_group_empty(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def terminate_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> bool:
+    """SIGTERM group `pgid`, then SIGKILL what is left after `grace` seconds; True once the group is empty."""
+    signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGCONT)  # a stopped process would otherwise sit out the whole grace
+    if wait_group_empty(pgid, grace):
+        return True
+    signal_group(pgid, signal.SIGKILL)
+    return wait_group_empty(pgid, KILL_WAIT_SECONDS)
+
+
+class Terminator:
+    """Ends one process group once, on the first of timeout or cancellation, without blocking the caller."""
+
+    def __init__(self, pgid: int, grace: float) -> None:
+        self._pgid, self._grace = pgid, grace
+        self._lock = threading.Lock()
+        self._armed = True
+        self._thread: threading.Thread | None = None
+        self.cause: str | None = None  # "timeout" | "cancel"
+
+    def trigger(self, cause: str) -> None:
+        # Runs in the canceller's thread (maybe an API request), so the grace period is waited out elsewhere.
+        with self._lock:
+            if not self._armed or self.cause is not None:
+                return
+            self.cause = cause
+            self._thread = threading.Thread(target=terminate_group, args=(self._pgid, self._grace),
+                                            daemon=True)
+            self._thread.start()
+
+    def disarm(self) -> None:
+        """Ignore later triggers and wait for a termination in progress, so no signal outlives the step."""
+        with self._lock:
+            self._armed = False
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+class Watchdog:
+    """Kills a step's process group when this process dies first (SIGKILL, OOM killer), as our cleanup then cannot.
+
+    A tiny shell in a session of its own blocks reading a pipe whose write end only this process holds (both ends
+    are close-on-exec and every child is spawned with close_fds): the kernel closes that end when we die, the read
+    sees EOF and the shell SIGKILLs the group. A thread, an atexit hook or PR_SET_PDEATHSIG (a preexec_fn, unsafe
+    in a threaded worker, and tied to the spawning thread) cannot do this. The group is started first, so a death
+    in the microseconds between the two spawns still leaks it.
+    """
+
+    SCRIPT = 'read _; kill -9 -"$1"'  # stdin at EOF: every write end is closed
+
+    def __init__(self, pgid: int) -> None:
+        read_fd, self._write_fd = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                ["/bin/sh", "-c", self.SCRIPT, "forgeyard-watchdog", str(pgid)], env={}, cwd="/", close_fds=True,
+                start_new_session=True,  # outside the step's group, and out of reach of signals sent to ours
+                stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except BaseException:
+            os.close(self._write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+
+    def stop(self) -> None:
+        """Once the group is gone: end the watchdog before it can see EOF (the pgid may be reused), drop the pipe."""
+        self._proc.kill()
+        self._proc.wait()
+        os.close(self._write_fd)
