@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+# Diagnostic codes that are the security catalogue's own: the API answers a refused pipeline with the first of
+# them among its errors as `code`, so a client can tell why; any other problem is `invalid_pipeline`.
+API_CODES = frozenset({"invalid_path", "forbidden_path"})
 
 
 @dataclass(frozen=True, order=True)
@@ -35,3 +40,9 @@ class DiagnosticError(Exception):
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "error"]
+
+
+def api_code(diagnostics: Iterable[Diagnostic]) -> str:
+    """The API's `code` for a pipeline refused with `diagnostics`."""
+    return next((d.code for d in sorted(diagnostics) if d.severity == "error" and d.code in API_CODES),
+                "invalid_pipeline")

@@ -13,7 +13,7 @@ from runner.diagnostics import Diagnostic
 from runner.schema import describe, validate_step_inputs
 from runner.shell import is_sh_family
 from runner.steps import all_steps, get_step
-from runner.yamlsource import Document, NodePath, diagnostic_at, position_in_string, position_of
+from runner.yamlsource import Document, NodePath, diagnostic_at, format_path, position_in_string, position_of
 
 Problem = tuple[str, str] | None  # (message, code) of a reference that cannot be read
 
@@ -176,6 +176,27 @@ def check_builtin_steps(document: Document) -> Iterator[Diagnostic]:
             inputs = step.get("with", {})
             if isinstance(inputs, dict):
                 yield from validate_step_inputs(document, (*path, "with"), inputs, builtin.input_schema, key)
+
+
+def check_file_paths(document: Document) -> Iterator[Diagnostic]:
+    """Paths apply_branding reads or writes, as written: relative and inside, and never into .git for a write.
+    Values holding `${{` are known at run time only; the step checks those itself."""
+    for job_id, job in _jobs(document).items():
+        for index, step in _steps(job):
+            if step.get("uses") != "apply_branding" or "run" in step:
+                continue
+            # Imported only for a pipeline that brands: the step module loads the image libraries.
+            from runner.openwebui import TreePathError, check_tree_path
+            from runner.steps.apply_branding import file_paths
+
+            for place, value, write in file_paths(_mapping(step.get("with"))):
+                path = ("jobs", job_id, "steps", index, "with", *place)
+                if "${{" in value:
+                    continue
+                try:
+                    check_tree_path(value, write=write)
+                except TreePathError as error:
+                    yield diagnostic_at(document, path, error.code, f"{format_path(path)}: {error}")
 
 
 _INPUT_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -410,6 +431,7 @@ _CHECKS: tuple[Callable[[Document], Iterator[Diagnostic]], ...] = (
     check_needs,
     check_step_ids,
     check_builtin_steps,
+    check_file_paths,
     check_input_defaults,
     check_script_expressions,
     check_expressions,

@@ -6,6 +6,7 @@ through a symlink. Nothing here spawns a process or knows about pipelines beyond
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import json
@@ -358,16 +359,38 @@ def checked_out_tree(context: StepContext, key: str) -> Path:
     return tree
 
 
+class TreePathError(ValueError):
+    """A path that may not be used in a tree; `code` is invalid_path (outside it) or forbidden_path (in .git)."""
+
+    def __init__(self, message: str, code: str = "invalid_path"):
+        super().__init__(message)
+        self.code = code
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def check_tree_path(relative: str, *, write: bool = True) -> None:
+    """Refuse (TreePathError) a path that is not relative and inside a tree, or, for a write, lies in .git.
+
+    Windows forms (backslashes, `C:`) are refused too: they mean another place on Windows and nothing
+    useful here. A folder named .git at any depth is git's own (config, hooks), whatever its case.
+    """
+    if _CONTROL.search(relative):
+        raise TreePathError(f"{relative!r} holds a control character")
+    if relative.startswith("/") or "\\" in relative or _DRIVE.match(relative) or ".." in relative.split("/"):
+        raise TreePathError(f"{relative!r} is not a relative path inside the tree")
+    if write and any(part.lower() == ".git" for part in relative.split("/")):
+        raise TreePathError(f"{relative!r} is inside .git: git's own files are never changed", "forbidden_path")
+
+
 def tree_path(tree: Path, relative: str) -> Path:
-    """`tree`/`relative`, refused (ValueError) when it would leave the tree, e.g. through a symlinked folder."""
-    if os.path.isabs(relative) or "\\" in relative or "\0" in relative or ".." in Path(relative).parts:
-        raise ValueError(f"{relative!r} is not a path inside the tree")
+    """`tree`/`relative`, refused (TreePathError) when it would leave the tree, e.g. through a symlinked folder."""
+    check_tree_path(relative)
     path = tree / relative
     parent = path.parent.resolve()
     if parent != tree and tree not in parent.parents:
-        raise ValueError(f"{relative!r} leads outside the tree")
-    if relative.split("/")[0] == ".git":
-        raise ValueError(f"{relative!r} is inside .git")
+        raise TreePathError(f"{relative!r} leads outside the tree")
     return parent / path.name
 
 
@@ -379,6 +402,8 @@ def read_tree_file(tree: Path, relative: str, limit: int = 16 * 1024 * 1024) -> 
     except FileNotFoundError:
         return None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise TreePathError(f"{relative} is a symlink; it is never followed") from None
         raise ValueError(f"{relative} cannot be read: {error.strerror}") from None
     with os.fdopen(fd, "rb") as stream:
         if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):

@@ -22,6 +22,7 @@ from runner.diagnostics import Diagnostic, DiagnosticError
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+MAX_TEXT = 4 * MAX_BYTES  # characters of scalars after expanding aliases; a file without aliases has ≤ MAX_BYTES
 
 NodePath = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -38,6 +39,7 @@ _PATTERNS = {
     FLOAT: re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"),
 }
 _LINE_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")  # what PyYAML counts as a new line
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no character, and not encodable as UTF-8
 
 
 class _CoreResolver(BaseResolver):
@@ -146,6 +148,11 @@ def load_yaml(text: str, filename: str = "<yaml>") -> Document:
     if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         message = f"the file is larger than {MAX_BYTES} bytes"
         raise DiagnosticError([_error(filename, 1, 1, "yaml-limit", message)])
+    surrogate = _SURROGATE.search(text)
+    if surrogate:  # only a str made from JSON escapes can hold one; the parser cannot take it
+        line, col = Document(None, {}, {}, {}, text).line_col(surrogate.start())
+        raise DiagnosticError([_error(filename, line, col, "encoding",
+                                      f"character #x{ord(surrogate.group()):04x} is a lone surrogate, not text")])
     try:
         _check_limits(text, filename)
         root = yaml.compose(text, Loader=_Loader)
@@ -162,38 +169,43 @@ def load_yaml(text: str, filename: str = "<yaml>") -> Document:
 
 def _check_limits(text: str, filename: str) -> None:
     """Depth and size after alias expansion, on the event stream: the composer recurses once per level,
-    and a billion-laughs document is small until its aliases are expanded."""
-    sizes: dict[str, tuple[int, int]] = {}  # anchor → (nodes, nesting depth) of what it names
-    open_: list[list] = []  # per open collection: [anchor, nodes before it, deepest depth reached inside]
-    nodes = 0
+    and a billion-laughs document is small until its aliases are expanded (nodes, or one long string
+    named many times)."""
+    sizes: dict[str, tuple[int, int, int]] = {}  # anchor → (nodes, nesting depth, characters) of what it names
+    open_: list[list] = []  # per open collection: [anchor, nodes before it, characters before it, deepest depth]
+    nodes = chars = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.CollectionEndEvent):
-            anchor, before, deepest = open_.pop()
+            anchor, nodes_before, chars_before, deepest = open_.pop()
             if anchor is not None:
-                sizes[anchor] = (nodes - before, deepest - len(open_))
+                sizes[anchor] = (nodes - nodes_before, deepest - len(open_), chars - chars_before)
             if open_:
-                open_[-1][2] = max(open_[-1][2], deepest)
+                open_[-1][3] = max(open_[-1][3], deepest)
             continue
         if not isinstance(event, yaml.NodeEvent):
             continue
-        added, depth = 1, 0
+        added, depth, length = 1, 0, len(event.value) if isinstance(event, yaml.ScalarEvent) else 0
         if isinstance(event, yaml.AliasEvent):
             if any(frame[0] == event.anchor for frame in open_):
                 raise _limit_error(filename, event, f"alias *{event.anchor} is used inside its own anchor")
-            added, depth = sizes.get(event.anchor, (1, 0))  # an undefined alias is reported by the composer
+            added, depth, length = sizes.get(event.anchor, (1, 0, 0))  # an undefined alias: the composer says so
         nodes += added
+        chars += length
         if nodes > MAX_NODES:
             raise _limit_error(filename, event,
                                f"alias/size limit: more than {MAX_NODES} nodes after expanding aliases")
+        if chars > MAX_TEXT:
+            raise _limit_error(filename, event,
+                               f"alias/size limit: more than {MAX_TEXT} characters of text after expanding aliases")
         if isinstance(event, yaml.CollectionStartEvent):
-            open_.append([event.anchor, nodes - 1, len(open_) + 1])
+            open_.append([event.anchor, nodes - 1, chars, len(open_) + 1])
             depth = 0
         if len(open_) + depth > MAX_DEPTH:
             raise _limit_error(filename, event, f"nesting deeper than {MAX_DEPTH} levels")
         if open_:
-            open_[-1][2] = max(open_[-1][2], len(open_) + depth)
+            open_[-1][3] = max(open_[-1][3], len(open_) + depth)
         if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
-            sizes[event.anchor] = (1, 0)
+            sizes[event.anchor] = (1, 0, length)
 
 
 def _limit_error(filename: str, event: yaml.Event, message: str) -> DiagnosticError:

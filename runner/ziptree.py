@@ -6,6 +6,7 @@ It reads only names and metadata (lstat); nothing here opens a file's content or
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 FILE_ATTR, EXEC_ATTR = (stat.S_IFREG | 0o644) << 16, (stat.S_IFREG | 0o755) << 16
 DIR_ATTR = (stat.S_IFDIR | 0o755) << 16 | 0x10  # 0x10: the MS-DOS directory bit
 LINK_ATTR = (stat.S_IFLNK | 0o777) << 16
+_DRIVE = re.compile(r"[A-Za-z]:")  # a top-level name `C:x` is a path on drive C: to a Windows unzipper
 
 
 class ArchiveError(Exception):
@@ -52,7 +54,8 @@ def scan_tree(root: str | os.PathLike, *, include_git: bool = False, max_bytes: 
 
     Raises ArchiveTooLarge as soon as the files' sizes pass `max_bytes` (sparse files count fully: their
     zeros are read and compressed). Skips, reporting each to `on_skip`: symlinks whose target leaves the
-    tree, special files, and names that are not UTF-8 or hold a backslash (read as a separator on Windows).
+    tree, special files, and names that are not UTF-8, hold a backslash (read as a separator on Windows) or
+    start with a drive (`C:`).
     """
     real_root = os.path.realpath(root)
     entries: list[Entry] = []
@@ -88,6 +91,8 @@ def _entry(item: os.DirEntry, relative: str, real_root: str) -> Entry | str:
         return f"skipped {relative.encode('utf-8', 'backslashreplace').decode()!r}: the name is not UTF-8"
     if "\\" in item.name:
         return f"skipped {relative!r}: a backslash in a name reads as a folder on Windows"
+    if _DRIVE.match(relative):
+        return f"skipped {relative!r}: a name starting with a drive letter reads as another drive on Windows"
     info = item.stat(follow_symlinks=False)
     if stat.S_ISDIR(info.st_mode):
         return Entry(name + b"/", "dir", attr=DIR_ATTR)

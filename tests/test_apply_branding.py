@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from runner import queries
+from runner.diagnostics import DiagnosticError
 from runner.runs import RunOptions, create_run, execute_run
 from runner.spec import load_spec
 from tests.services.openwebui_tree import BRAND_IMAGES
@@ -248,15 +249,21 @@ def test_paths_leaving_the_pipeline_folder_are_refused(db, tmp_path, openwebui_r
     repo = openwebui_repo_factory(license="bsd")
     outside = tmp_path / "outside.png"
     outside.write_bytes(png())
-    outcome, log, _, _ = run_branding(tmp_path, repo, {"name": "Acme", "logo": "../outside.png"})
-    assert outcome.status == "failed"
-    assert "logo '../outside.png' resolves outside the pipeline's folder and the workspace" in log
+    for given in ("../outside.png", str(outside), "..\\outside.png", "C:\\logo.png"):  # refused before running
+        with pytest.raises(DiagnosticError) as caught:
+            run_branding(tmp_path, repo, {"name": "Acme", "logo": given})
+        assert [d.code for d in caught.value.errors] == ["invalid_path"], given
+        assert "is not a relative path inside the tree" in caught.value.errors[0].message
+    # Known only at run time: the step refuses it then.
+    computed = "${{ format('../{0}', 'outside.png') }}"
+    outcome, log, _, steps = run_branding(tmp_path, repo, {"name": "Acme", "logo": computed})
+    assert outcome.status == "failed" and steps[1].error == "invalid_path"
+    assert "logo: '../outside.png' is not a relative path inside the tree" in log
     (tmp_path / "pipelines" / "link.png").symlink_to(outside)
-    outcome, log, _, _ = run_branding(tmp_path, repo, {"name": "Acme", "logo": "link.png"})
+    outcome, log, _, steps = run_branding(tmp_path, repo, {"name": "Acme", "logo": "link.png"})
     assert outcome.status == "failed" and "logo 'link.png' resolves outside" in log
+    assert steps[1].error == "invalid_path"
     assert str(outside) not in log  # the message names the input as given, not where it leads
-    outcome, log, _, _ = run_branding(tmp_path, repo, {"name": "Acme", "logo": str(outside)})
-    assert outcome.status == "failed" and "resolves outside" in log
 
 
 @pytest.mark.security
@@ -308,10 +315,42 @@ def test_replacements_change_text_files_only_where_asked(db, tmp_path, openwebui
 
 def test_replacement_globs_cannot_leave_the_tree(db, tmp_path, openwebui_repo_factory):
     repo = openwebui_repo_factory(license="bsd")
-    outcome, log, _, _ = run_branding(tmp_path, repo, {
+    for glob, code in (("../../**", "invalid_path"), ("/etc/*", "invalid_path"), (".git/**", "forbidden_path"),
+                       ("sub/.GIT/hooks/*", "forbidden_path")):
+        with pytest.raises(DiagnosticError) as caught:
+            run_branding(tmp_path, repo, {"name": "Acme", "logo": "logo.png",
+                                          "replacements": [{"search": "a", "replace": "b", "files": [glob]}]})
+        assert [d.code for d in caught.value.errors] == [code], glob
+    outcome, log, tree, steps = run_branding(tmp_path, repo, {
         "name": "Acme", "logo": "logo.png",
-        "replacements": [{"search": "a", "replace": "b", "files": ["../../**"]}]})
-    assert outcome.status == "failed" and "replacement 1: '../../**' is not a pattern inside the tree" in log
+        "replacements": [{"search": "a", "replace": "b", "files": ["${{ format('../../{0}', '**') }}"]}]})
+    assert outcome.status == "failed" and steps[1].error == "invalid_path"
+    assert "replacement 1: '../../**' is not a relative path inside the tree" in log
+    assert "APP_NAME = 'Open WebUI'" in (tree / "src/lib/constants.ts").read_text()  # refused before any change
+
+
+@pytest.mark.security
+def test_replacements_never_edit_a_git_folder_or_pass_a_symlink_out(db, tmp_path, openwebui_repo_factory):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(openwebui_repo_factory(license="bsd"), repo, symlinks=True)
+    (repo / "nested/.git").mkdir(parents=True)  # e.g. left by a run: step; git itself tracks no .git folder
+    (repo / "nested/.git/config").write_text("[core]\n\tOpen WebUI = 1\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("Open WebUI\n")
+    (repo / "link").symlink_to(outside)
+    rule = {"search": "Open WebUI", "replace": "Acme"}
+    outcome, log, tree, _ = run_branding(tmp_path, repo, {"name": "Acme", "logo": "logo.png",
+                                                          "replacements": [{**rule, "files": ["**"]}]})
+    assert outcome.status == "completed", log
+    assert "Open WebUI" in (tree / "nested/.git/config").read_text()
+    outcome, log, _, steps = run_branding(tmp_path, repo, {"name": "Acme", "logo": "logo.png",
+                                                           "replacements": [{**rule, "files": ["link/*.txt"]}]})
+    assert outcome.status == "failed" and steps[1].error == "invalid_path"
+    assert "'link/*.txt' leads outside the tree through the symlink 'link'" in log
+    assert (outside / "notes.txt").read_text() == "Open WebUI\n"
 
 
 def test_pipeline_validation_wants_clone_repo_first_and_a_name():

@@ -69,6 +69,7 @@ def test_every_required_invalid_case_is_present():
         "missing_step_dependency", "bad_with_input", "expression_syntax_in_block",
         "unknown_input_reference", "later_step_reference", "matrix_without_matrix",
         "needs_reference_not_in_needs", "choice_default_not_in_options", "expression_in_python_run",
+        "text_bomb", "forbidden_git_path", "path_traversal",
     }
     assert required <= {p.stem for p in INVALID}
 
@@ -230,6 +231,7 @@ def test_scalars_follow_yaml_1_2_core(loader, written, value):
     ("? [a]\n: 1\n", "1:3: a mapping key must be a plain string"),
     ("a: 1\n---\nb: 2\n", "2:1: invalid YAML: but found another document (expected a single document in the "
                           "stream at line 1)"),
+    ("a: 1\nb: x\ud800\n", "2:5: character #xd800 is a lone surrogate, not text"),  # from a JSON "\ud800"
 ])
 def test_unreadable_values_are_diagnostics(text, expected):
     with pytest.raises(DiagnosticError) as raised:
@@ -262,6 +264,17 @@ def test_files_over_one_mebibyte_are_refused_before_parsing(tmp_path):
     with pytest.raises(DiagnosticError) as raised:
         load_spec_file(big)
     assert raised.value.diagnostics[0].code == "yaml-limit"
+
+
+def test_api_code_is_the_first_catalogue_code_among_the_errors():
+    from runner.diagnostics import Diagnostic, api_code
+
+    def made(line: int, code: str, severity: str = "error") -> Diagnostic:
+        return Diagnostic("f.yml", line, 1, "", code, severity, "m")
+
+    assert api_code([made(1, "yaml-syntax")]) == "invalid_pipeline"
+    assert api_code([made(3, "forbidden_path"), made(2, "unknown-key"), made(5, "invalid_path")]) == "forbidden_path"
+    assert api_code([made(1, "invalid_path", "warning")]) == "invalid_pipeline"
 
 
 def test_multibyte_text_counts_bytes_not_characters():

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import random
+import re
 import stat
 import subprocess
 import tracemalloc
@@ -100,12 +101,17 @@ def test_timestamps_before_1980_are_clamped(tree):
 
 @pytest.mark.security
 def test_no_name_leaves_the_archive_and_no_link_leaves_the_tree(tree):
+    (tree / "C:drive.txt").write_text("a drive on Windows\n")
+    (tree / "src/C:not-a-drive.txt").write_text("only a top-level name starts with a drive\n")
     skipped: list[str] = []
     data = zip_bytes(tree, on_skip=skipped.append)
     archive = zipfile.ZipFile(io.BytesIO(data))
     names = archive.namelist()
     for name in names:  # A03: zip slip
         assert not name.startswith("/") and ".." not in name.split("/") and "\\" not in name
+        assert not re.match("[A-Za-z]:", name)
+    assert "src/C:not-a-drive.txt" in names
+    assert "skipped 'C:drive.txt': a name starting with a drive letter reads as another drive on Windows" in skipped
     assert "leak" not in names and "src/leak-relative" not in names and "up" not in names
     passwd_line = PASSWD.read_bytes().splitlines()[0]
     assert passwd_line not in data  # A01: no passwd content, compressed or not

@@ -10,13 +10,14 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner import brandimages, openwebui
 from runner.brandimages import BrandSource, ImageRejected
-from runner.openwebui import ChangeLog, ImageVariant
+from runner.openwebui import ChangeLog, ImageVariant, TreePathError
 from runner.steps import BuiltinStep, StepContext, StepFailed
 
 KEY = "apply_branding"
@@ -42,6 +43,8 @@ def run(context: StepContext) -> dict[str, Any]:
     if missing:
         raise StepFailed(f"the checked-out tree is not an Open WebUI tree: it lacks {', '.join(missing)}")
     brand = _brand(context)
+    # Every glob is checked before anything changes: a refused one leaves the tree as it was.
+    globs = [_glob_patterns(tree, rule["files"], number) for number, rule in enumerate(brand.replacements, 1)]
     clause = _check_licence(context, tree, brand)
     changes = ChangeLog(tree)
     try:
@@ -51,8 +54,10 @@ def run(context: StepContext) -> dict[str, Any]:
         env_file = openwebui.read_tree_file(tree, openwebui.ENV_FILE) or b""
         changes.write(openwebui.ENV_FILE, openwebui.merge_env_file(
             env_file.decode("utf-8", "replace"), {"WEBUI_NAME": brand.name}).encode(), mode=0o600)
-        for number, rule in enumerate(brand.replacements, 1):
-            _apply_replacement(context, tree, number, rule, changes)
+        for number, (rule, patterns) in enumerate(zip(brand.replacements, globs, strict=True), 1):
+            _apply_replacement(context, tree, number, rule, patterns, changes)
+    except TreePathError as error:
+        raise StepFailed(str(error), error.code) from None
     except ValueError as error:  # a file of the tree that is not what an Open WebUI tree has there
         raise StepFailed(str(error)) from None
     manifest = _manifest(brand, clause, images, changes)
@@ -124,11 +129,29 @@ def _load(kind: str, data: bytes) -> BrandSource:
         raise StepFailed(str(error)) from None
 
 
+def file_paths(inputs: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
+    """(place under `with:`, path, whether the step writes there) of every file path in `inputs` as written;
+    parts of the wrong shape are skipped (the schema reports them)."""
+    for kind in SOURCE_INPUTS:
+        if isinstance(inputs.get(kind), str):
+            yield (kind,), inputs[kind], False
+    rules = inputs.get("replacements")
+    for number, rule in enumerate(rules if isinstance(rules, list) else []):
+        globs = rule.get("files") if isinstance(rule, dict) else None
+        for index, glob in enumerate(globs if isinstance(globs, list) else []):
+            if isinstance(glob, str):
+                yield ("replacements", number, "files", index), glob, True
+
+
 def _read_input_file(context: StepContext, given: str, label: str) -> bytes:
     """An input file relative to the pipeline's folder or the workspace; it must resolve inside one of them."""
+    try:
+        openwebui.check_tree_path(given, write=False)
+    except TreePathError as error:
+        raise StepFailed(f"{label}: {error}", error.code) from None
     escaped = False
     for base in (context.pipeline_dir, context.workspace):
-        if base is None or "\0" in given:
+        if base is None:
             continue
         base = base.resolve()
         real = (base / given).resolve()
@@ -139,7 +162,8 @@ def _read_input_file(context: StepContext, given: str, label: str) -> bytes:
             continue
         return _read_regular_file(real, given, label)
     if escaped:
-        raise StepFailed(f"{label} {given!r} resolves outside the pipeline's folder and the workspace")
+        raise StepFailed(f"{label} {given!r} resolves outside the pipeline's folder and the workspace",
+                         "invalid_path")
     raise StepFailed(f"{label} {given!r} not found in the pipeline's folder or the workspace")
 
 
@@ -265,7 +289,7 @@ def _remove_name_suffix(context: StepContext, tree: Path, brand: Brand, clause: 
 # -- replacements ------------------------------------------------------------------------------------------
 
 def _apply_replacement(context: StepContext, tree: Path, number: int, rule: dict[str, Any],
-                       changes: ChangeLog) -> None:
+                       globs: list[re.Pattern[str]], changes: ChangeLog) -> None:
     replace = rule["replace"]
     try:
         if rule.get("regex"):
@@ -276,7 +300,7 @@ def _apply_replacement(context: StepContext, tree: Path, number: int, rule: dict
     except re.error as error:
         raise StepFailed(f"replacement {number}: {error}") from None
     total, touched = 0, 0
-    for relative in _matching_files(tree, rule["files"], number):
+    for relative in _matching_files(tree, globs):
         data = openwebui.read_tree_file(tree, relative, _MAX_TEXT_BYTES)
         if data is None:
             continue
@@ -292,16 +316,23 @@ def _apply_replacement(context: StepContext, tree: Path, number: int, rule: dict
                 + ("" if total else " — warning: it matched nothing"))
 
 
-def _matching_files(tree: Path, globs: list[str], number: int) -> list[str]:
-    """Regular files of the tree (no symlinks followed, nothing under .git) matching any of `globs`."""
-    patterns = []
-    for glob in globs:
-        if glob.startswith("/") or "\\" in glob or ".." in glob.split("/"):
-            raise StepFailed(f"replacement {number}: {glob!r} is not a pattern inside the tree")
-        patterns.append(_glob_regex(glob))
+def _glob_patterns(tree: Path, globs: list[str], number: int) -> list[re.Pattern[str]]:
+    """The globs of replacement `number` as regexes; StepFailed (invalid_path, forbidden_path) for one that
+    leaves the tree or names .git."""
+    try:
+        for glob in globs:
+            openwebui.check_tree_path(glob)
+            _check_literal_folders(tree, glob)
+    except TreePathError as error:
+        raise StepFailed(f"replacement {number}: {error}", error.code) from None
+    return [_glob_regex(glob) for glob in globs]
+
+
+def _matching_files(tree: Path, patterns: list[re.Pattern[str]]) -> list[str]:
+    """Regular files of the tree (no symlinks followed, nothing under a .git) matching any of `patterns`."""
     found = []
     for folder, dirs, files in os.walk(tree):
-        dirs[:] = sorted(d for d in dirs if not (folder == str(tree) and d == ".git"))
+        dirs[:] = sorted(d for d in dirs if d.lower() != ".git")
         for name in sorted(files):
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, tree)
@@ -311,6 +342,21 @@ def _matching_files(tree: Path, globs: list[str], number: int) -> list[str]:
             if stat.S_ISREG(info.st_mode) and info.st_size <= _MAX_TEXT_BYTES:  # no symlinks, no huge files
                 found.append(relative)
     return found
+
+
+def _check_literal_folders(tree: Path, glob: str) -> None:
+    """Refuse a glob whose leading literal parts lead out of the tree through a symlink (`link/evil`, link -> ..).
+
+    The walk never follows a link, so such a glob would only match nothing; saying why is clearer."""
+    path = tree
+    for part in glob.split("/"):
+        if "*" in part or "?" in part:
+            return
+        path = path / part
+        real = path.resolve()
+        if real != tree and tree not in real.parents:
+            relative = path.relative_to(tree).as_posix()
+            raise TreePathError(f"{glob!r} leads outside the tree through the symlink {relative!r}")
 
 
 def _glob_regex(glob: str) -> re.Pattern[str]:

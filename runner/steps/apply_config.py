@@ -38,6 +38,8 @@ def run(context: StepContext) -> dict[str, Any]:
         existing = openwebui.read_tree_file(tree, openwebui.ENV_FILE) or b""
         merged = openwebui.merge_env_file(existing.decode("utf-8", "replace"), settings)
         openwebui.write_tree_file(tree, openwebui.ENV_FILE, merged.encode(), mode=0o600)
+    except openwebui.TreePathError as error:
+        raise StepFailed(str(error), error.code) from None
     except ValueError as error:
         raise StepFailed(str(error)) from None
     context.log(f"Wrote {len(settings)} settings to {openwebui.ENV_FILE} in the tree (the ZIP carries it; "
