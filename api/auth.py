@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from urllib.parse import urlsplit
+
 from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
@@ -41,3 +44,21 @@ def require(connection: HTTPConnection, role: str) -> ApiToken:
     if not record.allows(role):
         raise ApiError(403, f"this action needs the {role} role; your token is {record.role}", code="forbidden")
     return record
+
+
+def origin_allowed(connection: HTTPConnection) -> bool:
+    """Whether a WebSocket handshake may come from its `Origin`: none (not a browser), the server's own (the Host
+    it was asked for), or one listed in FORGEYARD_ALLOWED_ORIGINS (comma-separated, e.g. https://dash.example).
+
+    Browsers send any site's cookies with a cross-site WebSocket upgrade and never enforce CORS on it, so this is
+    what stops a page elsewhere from reading runs the day a cookie can authenticate (RFC 6455 §10.2).
+    """
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    listed = os.environ.get("FORGEYARD_ALLOWED_ORIGINS", "").split(",")
+    if origin in {item.strip().rstrip("/").lower() for item in listed if item.strip()}:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == connection.headers.get("host", "").lower()

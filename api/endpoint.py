@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,18 +40,48 @@ def by_method(**handlers: Callable) -> Callable:
     return route
 
 
+MAX_JSON_DEPTH = 32  # arrays and objects within each other; the deepest documented body has 5 levels
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise ApiError(415, "send the body as application/json", code="unsupported_media_type")
     raw = await request.body()
     try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+        # NaN, Infinity and numbers beyond a double are not JSON (RFC 8259), though Python's parser takes them;
+        # nesting deep enough to exhaust the parser's recursion is refused like any other malformed body.
+        data = json.loads(raw or b"null", parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise validation(f"the body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep", "invalid_json")
     if not isinstance(data, dict):
         raise validation("the body must be a JSON object", "invalid_json")
     return data
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is beyond the range of a number")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in `value`, counted without recursion (up to just past the limit)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= MAX_JSON_DEPTH:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 MAX_INT = 2**63 - 1  # the largest id or offset a database column holds

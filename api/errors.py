@@ -57,7 +57,9 @@ async def http_exception_handler(_request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, HTTPException)
     messages = {404: "no such endpoint", 405: "method not allowed for this endpoint"}
     message = messages.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+    codes = {400: "invalid", 404: "not_found", 405: "method_not_allowed"}  # Starlette's own: routing, forms
+    return error_response(exc.status_code, message, code=codes.get(exc.status_code, "error"),
+                          headers=dict(exc.headers or {}))
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -1,11 +1,13 @@
 """What an execution reports while it runs, and the hub that masks secrets before any observer sees a line.
 
 The hub is the one place secrets are masked: every log line passes through it before it is stored,
-streamed or printed. Observers (the recorder, the console) must not receive text any other way.
+streamed or printed. Observers (the recorder, the console) must not receive text any other way. It is also
+where a run's log is capped (FORGEYARD_MAX_LOG_BYTES): past the cap, steps go on but their output is dropped.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,19 +76,45 @@ class RunObserver:
     def run_finished(self, status: str, error: str | None) -> None: ...
 
 
-class EventHub:
-    """Serialises events from job threads, numbers log lines, masks secrets, and fans out to observers."""
+DEFAULT_MAX_LOG_BYTES = 50 * 1024 * 1024
+TRUNCATED_LINE = ("Log truncated: this run's log reached its limit of {limit} bytes (FORGEYARD_MAX_LOG_BYTES). "
+                  "The steps go on running; their further output is not kept.")
 
-    def __init__(self, observers: list[RunObserver], masker: SecretMasker, first_seq: int = 1):
+
+def max_log_bytes() -> int:
+    """The log cap of one execution of a run, from FORGEYARD_MAX_LOG_BYTES."""
+    return int(os.environ.get("FORGEYARD_MAX_LOG_BYTES") or DEFAULT_MAX_LOG_BYTES)
+
+
+class EventHub:
+    """Serialises events from job threads, numbers log lines, masks secrets, caps the log, fans out to observers.
+
+    As GitLab does with a job log over its limit, a step's output past the cap is dropped behind one marker line
+    and the step is not stopped: a chatty but correct build still succeeds. Forgeyard's own lines (step and job
+    status, the summary) are few and still kept, so the end of a truncated log says how the run ended.
+    """
+
+    def __init__(self, observers: list[RunObserver], masker: SecretMasker, first_seq: int = 1,
+                 max_bytes: int | None = None):
         self._observers = observers
         self.masker = masker
         self._lock = threading.Lock()
         self._seq = first_seq - 1
+        self._max_bytes = max_log_bytes() if max_bytes is None else max_bytes
+        self._logged = 0  # bytes of the lines passed on, newlines included
+        self._truncated = False
 
     def log(self, job_id: str | None, step_index: int | None, text: str, *, system: bool = False) -> None:
         with self._lock:
+            if self._truncated and not system:
+                return  # not even masked: a flood past the cap costs a lock and a comparison per line
+            text = self.masker.mask(text)
+            self._logged += len(text.encode("utf-8", "replace")) + 1
+            if self._logged > self._max_bytes and not system:
+                self._truncated = True
+                text, system = TRUNCATED_LINE.format(limit=self._max_bytes), True
             self._seq += 1
-            entry = LogEntry(self._seq, utcnow(), job_id, step_index, self.masker.mask(text), system)
+            entry = LogEntry(self._seq, utcnow(), job_id, step_index, text, system)
             for observer in self._observers:
                 observer.log(entry)
 

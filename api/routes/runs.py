@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from api.errors import ApiError, not_found, validation
 from api.translate import build_request_yaml, parse_build_request, spec_error
 from api.views import run_view
 from runner import catalog, queries, queue, settings
+from runner.database import db, peewee, transaction_immediate
 from runner.diagnostics import DiagnosticError
 from runner.models import RUN_STATUSES, Run
 from runner.plan import InputError
@@ -28,6 +31,7 @@ from runner.triggers import accepts
 
 CREATED_LINE = "Pipeline run created. Waiting for execution."
 MAX_WAIT_SECONDS = 300
+MAX_PAGE = 1000  # runs in one list answer, with or without ?limit= (each carries a log tail)
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -36,7 +40,7 @@ def list_runs(request: Request) -> JSONResponse:
     status = request.query_params.get("status")
     if status is not None and status not in RUN_STATUSES:
         raise validation(f"status must be one of {', '.join(RUN_STATUSES)}")
-    limit = int_param(request, "limit", low=1, high=100_000)
+    limit = int_param(request, "limit", default=MAX_PAGE, low=1, high=MAX_PAGE)
     offset = int_param(request, "offset", default=0, low=0)
     runs = queries.list_runs(status=status, limit=limit, offset=offset)
     return JSONResponse({"success": True, "runs": [run_view(run, full=False) for run in runs], "count": len(runs),
@@ -46,12 +50,14 @@ def list_runs(request: Request) -> JSONResponse:
 @endpoint("operator", body=True)
 def create_run(request: Request, body: dict[str, Any]) -> JSONResponse:
     key = request.headers.get("idempotency-key")
-    fingerprint = _fingerprint(key, body) if key else None
-    if fingerprint:
+    if not key:
+        return JSONResponse({"success": True, "pipeline_run": run_view(_create(request, body, None))}, status_code=201)
+    fingerprint = _fingerprint(key, body)
+    with _serialised(fingerprint):  # look-up and insert as one step: concurrent retries find the first run
         existing = _idempotent_replay(fingerprint)
         if existing is not None:
             return JSONResponse({"success": True, "pipeline_run": run_view(existing)}, status_code=200)
-    run = _create(request, body, fingerprint)
+        run = _create(request, body, fingerprint)
     return JSONResponse({"success": True, "pipeline_run": run_view(run)}, status_code=201)
 
 
@@ -142,6 +148,20 @@ def _fingerprint(key: str, body: dict[str, Any]) -> str:
         raise validation("Idempotency-Key must be at most 200 characters")
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
     return f"{hashlib.sha256(key.encode()).hexdigest()[:32]}:{digest}"
+
+
+@contextlib.contextmanager
+def _serialised(fingerprint: str) -> Iterator[None]:
+    """A transaction no other request with the same Idempotency-Key runs beside: SQLite's BEGIN IMMEDIATE
+    serialises all writers; PostgreSQL takes a transaction-level advisory lock on the key."""
+    if not isinstance(db.obj, peewee.PostgresqlDatabase):
+        with transaction_immediate():
+            yield
+        return
+    lock = int.from_bytes(bytes.fromhex(fingerprint.split(":")[0][:16]), "big", signed=True)
+    with db.atomic():
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock,))
+        yield
 
 
 def _idempotent_replay(fingerprint: str) -> Run | None:

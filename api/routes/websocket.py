@@ -1,19 +1,23 @@
 """`ws /runs/{id}/ws`: a run's status and log lines live, resumable from `?since=SEQ`, closing when the run ends.
 
 Lines are read from the database, the one source every worker writes to, so a client reconnecting after an
-API restart with the last seq it saw misses and duplicates nothing.
+API restart with the last seq it saw misses and duplicates nothing. A client that stops reading is dropped
+after a send has waited FORGEYARD_WS_SEND_TIMEOUT seconds, rather than kept with a stream that never moves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from itertools import islice
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import require
+from api.auth import origin_allowed, require
 from api.errors import ApiError
 from runner import queries
 from runner.timestamps import format_timestamp
@@ -21,10 +25,14 @@ from runner.timestamps import format_timestamp
 POLL_SECONDS = 0.05  # a line reaches a connected client within this, plus one query
 BATCH = 500
 TERMINAL = ("completed", "failed", "cancelled")
+DEFAULT_SEND_TIMEOUT_SECONDS = 30.0
 
 
 async def run_stream(websocket: WebSocket) -> None:
     run_id = websocket.path_params["run_id"]
+    if not origin_allowed(websocket):
+        await websocket.close(code=1008, reason="cross-origin WebSocket refused")  # the server answers 403
+        return
     try:
         await run_in_threadpool(require, websocket, "viewer")
     except ApiError as error:
@@ -39,29 +47,46 @@ async def run_stream(websocket: WebSocket) -> None:
     except ValueError:
         since = 0
     await websocket.accept()
-    try:
-        await _stream(websocket, run_id, since, run.status)
-    except WebSocketDisconnect:
-        return
+    # The stream only sends, and a quiet run sends nothing for long: a second task watches for the client
+    # leaving, so a connection closed on a pending run does not go on polling the database forever.
+    streaming = asyncio.create_task(_stream(websocket, run_id, since, run.status))
+    leaving = asyncio.create_task(_until_disconnected(websocket))
+    await asyncio.wait({streaming, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    streaming.cancel()
+    leaving.cancel()
+    # Gone, or stalled (a send timed out): returning closes the connection; its unsent lines are never queued.
+    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, TimeoutError):
+        await streaming
+
+
+async def _until_disconnected(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass  # what a client sends is ignored
 
 
 async def _stream(websocket: WebSocket, run_id: int, since: int, status: str) -> None:
-    await websocket.send_json({"type": "status", "status": status})
+    timeout = float(os.environ.get("FORGEYARD_WS_SEND_TIMEOUT") or DEFAULT_SEND_TIMEOUT_SECONDS)
+
+    async def send(message: dict[str, Any]) -> None:
+        # The server waits while the client's socket is full; past the timeout the client is not reading.
+        await asyncio.wait_for(websocket.send_json(message), timeout)
+
+    await send({"type": "status", "status": status})
     while True:
         lines = await run_in_threadpool(_lines_after, run_id, since)
         for seq, timestamp, text in lines:
-            await websocket.send_json({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
+            await send({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
             since = seq
         if len(lines) == BATCH:
             continue  # catching up: no pause until the backlog is sent
         run = await run_in_threadpool(queries.get_run, run_id)
         if run.status != status:
             status = run.status
-            await websocket.send_json({"type": "status", "status": status})
+            await send({"type": "status", "status": status})
         if status in TERMINAL:
             # The recorder writes the last lines before the final status, so one more read gets them all.
             for seq, timestamp, text in await run_in_threadpool(_lines_after, run_id, since):
-                await websocket.send_json({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
+                await send({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
             await websocket.close(code=1000)
             return
         await asyncio.sleep(POLL_SECONDS)
