@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test lint clean install install-test
+.PHONY: run test lint bench clean install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ run: install
 test: install-test
 	bash tests/services/install.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Issue 7's benchmark: a markdown table on stdout, the same figures in bench/results/latest.json.
+bench: install-test
+	bash tests/services/install.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -1,0 +1,83 @@
+"""What profiling (pyinstrument, py-spy) found behind each target the bench missed, and the fix proposed; text only.
+
+Profiled on 2026-11-26 at commit aa7117a, on the shared 2-core machine. The closing note prints the entry of each
+row that misses its target; when a row starts meeting it, its entry is simply not printed.
+"""
+
+from __future__ import annotations
+
+BOTTLENECKS: dict[str, str] = {
+    "1": "Start-up imports, not step execution: of ≈ 1.0 s for `forgeyard run` of 10 steps (pyinstrument, loaded "
+         "machine) ≈ 0.37 s is `import jsonschema` (referencing, attrs, rpds, format checkers) done by "
+         "runner/schema.py:_pipeline_validator for every run, ≈ 0.25 s the runner.runs import chain (PyYAML "
+         "0.08 s, expressions_parser's ~60 frozen dataclasses 0.04 s), ≈ 0.10 s peewee; the 10 steps themselves "
+         "take ≈ 0.20 s (≈ 20 ms/step: bash spawn, two recorder UPDATEs + commits per step). Fix: validate "
+         "without importing jsonschema on the run path — cache the validation verdict by sha256 of the file in "
+         "FORGEYARD_HOME (runner/spec.py:load_spec) or generate a plain-Python validator for "
+         "schemas/pipeline.schema.json at build time; import PyYAML's C loader only; keep dataclass-heavy AST "
+         "modules off the import path until an expression is seen.",
+    "2": "`validate` of 50 jobs: runner/lint.py:check_builtin_steps calls runner/steps/__init__.py:get_step, whose "
+         "_discover imports every step module — PIL, defusedxml (apply_branding), peewee + catalog "
+         "(clone_repo), docker, ziparchive — ≈ 35% of the time only to check `with:` inputs; `import jsonschema` "
+         "≈ 25%; the 50-job schema walk (Draft202012Validator.iter_errors) ≈ 10%; PyYAML import ≈ 12%. Fix: a "
+         "static table of step keys → (schema file, requires) in runner/steps/__init__.py that lint uses, "
+         "importing a step module only to run it; validate `with:` against schemas/steps/*.schema.json through "
+         "the same jsonschema-free path as row 1.",
+    "3": "Warm clone = a full checkout: gitcache.checkout re-fetches (≈ 0.03 s, nothing new) and hard-links the "
+         "objects (fast), then `git checkout` writes the whole tree; on this machine's ext4 writing 109 MB in "
+         "5,000 files costs ≈ 4 s of system time whatever tool does it (`cp -r` of the tree: 4.0 s; git "
+         "checkout-index: 7.0 s). Fix (runner/gitcache.py): keep a prepared checkout per (URL, commit) next to "
+         "the bare cache and hand it to the workspace with rename(2), preparing the next one after the run, off "
+         "the critical path; or `cp --reflink` where the file system has reflinks (btrfs, XFS).",
+    "4": "Deflate itself: py-spy of a full-size create_zip (5.1 s) puts 95% of the samples in "
+         "runner/ziparchive.py:_pack_file on the two compressing threads (≈ 9 s of thread time, i.e. both cores "
+         "busy in zlib); the walk, CRC and writing on the main thread are ≈ 5%. Two threads beat single-threaded "
+         "Info-ZIP only when the second core is free: 0.56× in a trial at load average ≈ 5, 0.88× in the run of "
+         "record at 5-8. Fix: a faster deflate at the same level — zlib-ng's drop-in compressobj (PyPI "
+         "`zlib-ng`, ≈ 2× zlib at level 6; the bytes change once but stay reproducible) in _pack_file — so that "
+         "even one core meets 0.6×.",
+    "5": "The overlay build runs the classic builder (no buildx here): `docker build` makes a container per "
+         "instruction (FROM, COPY, ENV, LABEL — the LABEL with the creation time never hits the cache), plus "
+         "copy_out's create/cp/rm, a `docker buildx version` probe and `image inspect`; push_registry adds "
+         "`docker login` (a bcrypt check on the registry), tag, push, inspect, untag — ≈ 10 docker CLI calls of "
+         "≈ 40-700 ms each. Fix (runner/steps/build_image.py, runner/docker.py): write the overlay layer (a tar "
+         "of rootfs/) and the new image config in Python and `docker load` them (no container, no builder), or "
+         "push them with the registry API, mounting the base layers (as `crane append` does); probe buildx once "
+         "per process.",
+    "6": "Per-line Python work on one core (py-spy): ConsoleObserver._write flushes stdout after every line (≈ 24% "
+         "of samples), each line crosses EventHub.log (lock, mask, utcnow, a LogEntry dataclass) and a "
+         "queue.Queue put/get (≈ 15%), and the recorder commits per 1,000-line batch (≈ 22%); ≈ 26 µs of CPU "
+         "per line caps a run near 40,000 lines/s on an idle core. Fix (runner/process.py, runner/events.py, "
+         "runner/console.py, runner/recorder.py): hand whole read() chunks along — _LineSplitter.feed returns "
+         "the chunk's lines, EventHub.log_many masks them under one lock with one timestamp, the recorder gets "
+         "one queue item per chunk and the console one write+flush per chunk (or every 50 ms).",
+    "7": "GET /runs: api/views.py:run_view(full=False) runs one log-tail query per run (50 per page, "
+         "log_text(tail=20)) — ≈ 40-65 ms of a 100,000-run page on SQLite; runner/queries.py:count_runs counts "
+         "all (or all failed) runs on every page (≈ 15-20 ms), and OFFSET 90000 walks 90,000 index entries "
+         "(≈ 28 ms; a keyset page `WHERE id < :last ORDER BY id DESC` takes < 1 ms). GET /statistics: "
+         "api/routes/statistics.py filters on created_at, but runner/models.py indexes (status, started_at): "
+         "SQLite scans runs by (status, id) for the GROUP BY (≈ 160 ms for the 30-day status count), and "
+         "step_usage runs one LIKE '%\"key\"%' COUNT per built-in step (6 scans, ≈ 43 ms each). Fix: one query "
+         "for the page's log tails (a window function, or no logs in list views), keyset pagination (`before` "
+         "cursor) and a cached/approximate total; an index on (created_at, status) or filter on started_at as "
+         "indexed; step usage in one pass (SUM(CASE …)) or a run_steps table filled when a run is created.",
+    "8": "No target; on 2 cores 3 worker processes (6 slots) are CPU-bound, so 3/1 stays near 1: each run costs "
+         "≈ 0.1 s of Python per worker (plan, records: a claim transaction, status and step UPDATEs, heartbeats) "
+         "plus three bash processes.",
+    "9": "Polling twice: the recorder writes buffered lines every FLUSH_SECONDS = 0.05 (runner/recorder.py) and "
+         "the WebSocket reads the database every POLL_SECONDS = 0.05 (api/routes/websocket.py), so a line waits "
+         "up to ≈ 100 ms plus a query and the commit before it is sent — p99 above 100 ms by design under load. "
+         "Fix: notify instead of poll — the recorder signals after each insert (an in-process condition the "
+         "WebSocket awaits when the run executes in this server; PostgreSQL LISTEN/NOTIFY, or a shorter poll, "
+         "for runs on other workers), keeping the database as the one source for `since=` resumption.",
+    "6b": "Peak memory grows from ≈ 52 MB (100,000 lines) to 57-96 MB (1,000,000) on SQLite but stays ≈ 56 MB on "
+          "PostgreSQL, which keeps up with the step: the likely cause (not profiled further) is the recorder's "
+          "queue filling up to QUEUE_LIMIT = 50,000 LogEntry objects (runner/recorder.py) while SQLite falls "
+          "behind — bounded, so under 150 MB whatever the count, but not flat. Batching lines per chunk (row 6's "
+          "fix) makes the queue hold chunks, not lines, and keeps it short.",
+}
+
+
+def bottleneck(row_key: str) -> str | None:
+    """The finding for a row key like "7b" (its own entry if it has one, else its row number's)."""
+    return BOTTLENECKS.get(row_key) or BOTTLENECKS.get(row_key.rstrip("abcdefgh"))
