@@ -14,7 +14,17 @@ from runner.cli import UsageError
 CLEANUP_INTERVAL_SECONDS = 3600
 
 
+def _require_safe_git() -> None:
+    """Refuse to start (UsageError: exit 2) without a git that has the security fixes every clone relies on."""
+    from runner import git
+
+    problem = git.check_git_version(git.git_version())
+    if problem:
+        raise UsageError(f"refusing to start: {problem}")
+
+
 def serve_command(args: Namespace) -> int:
+    _require_safe_git()
     import uvicorn
 
     from api.app import create_app
@@ -97,6 +107,7 @@ def worker_command(args: Namespace) -> int:
     from runner import database
     from runner.worker import Worker
 
+    _require_safe_git()
     database.connect()
     worker = Worker(args.concurrency)
     stop = threading.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import ipaddress
 import os
 import re
@@ -16,7 +17,8 @@ import shlex
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -33,8 +35,14 @@ SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 PASSTHROUGH_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "http_proxy", "https_proxy", "no_proxy",
                    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 MAX_OUTPUT_LINES = 100_000  # kept of a command's output (ls-remote of a repository with many tags fits)
+LOCAL_TIMEOUT_SECONDS = 10.0  # per command reading a local repository; a push hook must not hold a push for long
 MAX_REF_LENGTH = 255
+RESOLVE_TIMEOUT_SECONDS = 5.0  # a resolver that takes longer counts as "does not resolve": git reports that itself
 CREDENTIALS_IN_URL = "credentials in repository URLs are not accepted; use token: or a stored repository"
+INTERNAL_HOST = "loopback, private and link-local addresses are not accepted as repository hosts"
+# The 2024-05-14 security releases (CVE-2024-32002, -32004, -32020, -32021, -32465): the first fixed release of
+# each maintenance track. Later tracks all have the fixes; older ones never got them.
+FIXED_GIT_RELEASES = {(2, 39): 4, (2, 40): 2, (2, 41): 1, (2, 42): 2, (2, 43): 4, (2, 44): 1, (2, 45): 1}
 
 _TRANSPORT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")  # git's <transport>::<address> (ext::, fd::, …)
 _ENCODED_SPACE_OR_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|20|7[Ff])")
@@ -44,6 +52,20 @@ _USER = re.compile(r"[A-Za-z0-9._-]+")
 _COMMIT = re.compile(r"[0-9a-f]{7,40}")
 _FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 _REF_CHARS = re.compile(r"[A-Za-z0-9._/+@-]+")  # stricter than git: no $ ( ) ' " ` ; … that a shell would read
+
+
+class PolicyError(ValueError):
+    """A repository URL or ref the policy refuses; str() says why (never echoing the value), `code` says it to machines.
+
+    Codes: invalid_repo_url, blocked_host, credentials_in_url, invalid_ref (POLICY_CODES).
+    """
+
+    def __init__(self, message: str, code: str = "invalid_repo_url"):
+        super().__init__(message)
+        self.code = code
+
+
+POLICY_CODES = ("invalid_repo_url", "blocked_host", "credentials_in_url", "invalid_ref")
 
 
 class GitError(Exception):
@@ -68,13 +90,17 @@ def _flag(name: str) -> bool:
 # -- URL policy ------------------------------------------------------------------------------------------------
 
 def parse_repo_url(url: object) -> RemoteUrl:
-    """What `url` points at, if Forgeyard may clone it; raises ValueError (never echoing the URL) otherwise."""
+    """What `url` points at, if Forgeyard may clone it; PolicyError (never echoing the URL) otherwise.
+
+    Reads the text only: a host name's addresses are checked by check_repo_url, just before git runs.
+    """
     if not isinstance(url, str) or not url:
-        raise ValueError("repository URL is empty")
+        raise PolicyError("repository URL is empty")
     if url.startswith("-"):
-        raise ValueError("repository URL must not start with '-'")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url) or _ENCODED_SPACE_OR_CONTROL.search(url):
-        raise ValueError("repository URL must not contain whitespace or control characters")
+        raise PolicyError("repository URL must not start with '-'")
+    # isprintable() is False for control, format, separator and unassigned characters (all but the plain space).
+    if not all(c.isprintable() and not c.isspace() for c in url) or _ENCODED_SPACE_OR_CONTROL.search(url):
+        raise PolicyError("repository URL must not contain whitespace or control characters")
     scheme = url.split("://", 1)[0].lower() if "://" in url else None
     if scheme in ("https", "http"):
         return _http_url(url, scheme)
@@ -84,26 +110,33 @@ def parse_repo_url(url: object) -> RemoteUrl:
         return _local_url(url)
     if scheme is None and not _TRANSPORT.match(url) and (match := _SCP.fullmatch(url)):
         return _scp_url(match)
-    raise ValueError("unsupported repository URL: only https:// and ssh:// (or user@host:path) are accepted")
+    raise PolicyError("unsupported repository URL: only https:// and ssh:// (or user@host:path) are accepted")
 
 
 def check_repo_url(url: str) -> str:
-    """`url` unchanged if Forgeyard may clone it; ValueError with a clear reason otherwise."""
-    parse_repo_url(url)
+    """`url` unchanged if Forgeyard may clone it now, its host's current addresses included; PolicyError otherwise."""
+    check_addresses(parse_repo_url(url))
     return url
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for an unclosed '['
+        raise PolicyError("repository URL cannot be parsed") from None
 
 
 def _reject_query(url: str) -> None:
     if "?" in url or "#" in url:
-        raise ValueError("query strings and fragments are not accepted in repository URLs")
+        raise PolicyError("query strings and fragments are not accepted in repository URLs")
 
 
 def _http_url(url: str, scheme: str) -> RemoteUrl:
     if scheme == "http" and not _flag(ALLOW_HTTP):
-        raise ValueError("plain http:// repository URLs are not accepted; use https://")
-    parts = urlsplit(url)
+        raise PolicyError("plain http:// repository URLs are not accepted; use https://")
+    parts = _split(url)
     if "@" in parts.netloc:
-        raise ValueError(CREDENTIALS_IN_URL)
+        raise PolicyError(CREDENTIALS_IN_URL, "credentials_in_url")
     _reject_query(url)
     host = _checked_host(_host_part(parts.netloc))
     _check_port(parts)
@@ -111,11 +144,11 @@ def _http_url(url: str, scheme: str) -> RemoteUrl:
 
 
 def _ssh_url(url: str) -> RemoteUrl:
-    parts = urlsplit(url)
+    parts = _split(url)
     _reject_query(url)
     user, at, hostport = parts.netloc.rpartition("@")
     if ":" in user:
-        raise ValueError(CREDENTIALS_IN_URL)
+        raise PolicyError(CREDENTIALS_IN_URL, "credentials_in_url")
     if at:
         _check_user(user)
     host = _checked_host(_host_part(hostport))
@@ -124,27 +157,29 @@ def _ssh_url(url: str) -> RemoteUrl:
 
 
 def _scp_url(match: re.Match[str]) -> RemoteUrl:
+    if "@" in match["path"].split("/", 1)[0]:  # user:password@host:path reads as host `user`, path `password@…`
+        raise PolicyError(CREDENTIALS_IN_URL, "credentials_in_url")
     if match["user"] is not None:
         _check_user(match["user"])
     if match["path"].startswith("-"):
-        raise ValueError("repository path must not start with '-'")
+        raise PolicyError("repository path must not start with '-'")
     return RemoteUrl("ssh", _checked_host(match["host"]), None)
 
 
 def _local_url(url: str) -> RemoteUrl:
     if not _flag(ALLOW_LOCAL_REPOS):
-        raise ValueError("local repositories are not accepted: only https:// and ssh:// repository URLs are")
+        raise PolicyError("local repositories are not accepted: only https:// and ssh:// repository URLs are")
     if url.lower().startswith("file://"):
-        parts = urlsplit(url)
+        parts = _split(url)
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError("file:// repository URLs must name an absolute local path")
+            raise PolicyError("file:// repository URLs must name an absolute local path")
         _reject_query(url)
     return RemoteUrl("local", None, None)
 
 
 def _check_user(user: str) -> None:
     if not _USER.fullmatch(user) or user.startswith("-"):
-        raise ValueError("ssh user names may hold only letters, digits, '.', '_' and '-' and not start with '-'")
+        raise PolicyError("ssh user names may hold only letters, digits, '.', '_' and '-' and not start with '-'")
 
 
 def _host_part(hostport: str) -> str:
@@ -158,25 +193,26 @@ def _check_port(parts: SplitResult) -> None:
     try:
         parts.port  # noqa: B018  (reading it validates it)
     except ValueError:
-        raise ValueError("repository URL has an invalid port") from None
+        raise PolicyError("repository URL has an invalid port") from None
 
 
 def _checked_host(raw: str) -> str:
     if not raw:
-        raise ValueError("repository URL has no host")
+        raise PolicyError("repository URL has no host")
     if not _HOST.fullmatch(raw) or raw.startswith("-"):
-        raise ValueError("repository host must be a plain host name or IP address and not start with '-'")
+        raise PolicyError("repository host must be a plain host name or IP address and not start with '-'")
     host = raw.strip("[]").lower()
     allowed = {h.strip().lower() for h in os.environ.get(ALLOWED_HOSTS, "").split(",") if h.strip()}
     if allowed and host not in allowed:
-        raise ValueError(f"host {host} is not in {ALLOWED_HOSTS}")
+        raise PolicyError(f"host {host} is not in {ALLOWED_HOSTS}", "blocked_host")
     if not _flag(ALLOW_PRIVATE_HOSTS) and is_internal_host(host):
-        raise ValueError("loopback, private and link-local addresses are not accepted as repository hosts")
+        raise PolicyError(INTERNAL_HOST, "blocked_host")
     return host
 
 
 def is_internal_host(host: str) -> bool:
     """Whether `host` is localhost or an IP literal (any spelling inet_aton accepts) that is not global."""
+    host = host.rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -185,30 +221,69 @@ def is_internal_host(host: str) -> bool:
         try:  # 2130706433, 127.1, 0x7f.0.0.1: what the resolver would still read as an address
             address = ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
-            return False  # a name; resolving it is a later issue's check
+            return False  # a name: check_addresses resolves it
+    return _internal(address)
+
+
+def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return not address.is_global
 
 
+def check_addresses(remote: RemoteUrl) -> RemoteUrl:
+    """`remote`, unless its host name resolves now to an address that is not global (PolicyError blocked_host).
+
+    A name that does not resolve passes: git then fails with dns_failed. git resolves the name again itself, so
+    an answer that changes in between is not caught here: the allow-list stays the primary control.
+    """
+    if remote.host is None or _flag(ALLOW_PRIVATE_HOSTS):
+        return remote
+    for text in resolve(remote.host):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            address = None  # nothing a resolver should answer: refused like an internal address
+        if address is None or _internal(address):
+            raise PolicyError(f"host {remote.host} resolves to a loopback, private or link-local address, which is "
+                              "not accepted", "blocked_host")
+    return remote
+
+
+def resolve(host: str) -> list[str]:
+    """The addresses `host` resolves to; [] when it does not resolve within RESOLVE_TIMEOUT_SECONDS."""
+    answers: list[list[str]] = []
+
+    def lookup() -> None:
+        with contextlib.suppress(OSError, UnicodeError):  # UnicodeError: a label IDNA cannot encode
+            answers.append([info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)])
+
+    thread = threading.Thread(target=lookup, name="resolve", daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_SECONDS)
+    return answers[0] if answers else []
+
+
 # -- ref policy ------------------------------------------------------------------------------------------------
 
 def check_ref(ref: object) -> str:
-    """`ref` if it is a commit id (7–40 hex) or a safe branch/tag name (git check-ref-format rules, stricter)."""
+    """`ref` if it is a commit id (7–40 hex) or a safe branch/tag name (git check-ref-format rules, stricter);
+    PolicyError (code invalid_ref) otherwise."""
     if not isinstance(ref, str) or not ref:
-        raise ValueError("ref is empty")
+        raise PolicyError("ref is empty", "invalid_ref")
     if len(ref) > MAX_REF_LENGTH:
-        raise ValueError(f"ref is longer than {MAX_REF_LENGTH} characters")
+        raise PolicyError(f"ref is longer than {MAX_REF_LENGTH} characters", "invalid_ref")
     if ref.startswith("-"):
-        raise ValueError("ref must not start with '-'")
+        raise PolicyError("ref must not start with '-'", "invalid_ref")
     if not _REF_CHARS.fullmatch(ref):
-        raise ValueError("ref may hold only letters, digits and '.', '_', '/', '+', '@', '-'")
+        raise PolicyError("ref may hold only letters, digits and '.', '_', '/', '+', '@', '-'", "invalid_ref")
     if _COMMIT.fullmatch(ref):
         return ref
     # The character set already excludes control characters, space, ~ ^ : ? * [ \ and '@{'.
     if ".." in ref or ref == "@" or ref.endswith(".") or any(
             not part or part.startswith(".") or part.endswith(".lock") for part in ref.split("/")):
-        raise ValueError("ref is not a valid git ref name (no '..', empty or dot-led parts, '.lock' or '.' ends)")
+        raise PolicyError("ref is not a valid git ref name (no '..', empty or dot-led parts, '.lock' or '.' ends)",
+                          "invalid_ref")
     return ref
 
 
@@ -216,6 +291,17 @@ def check_ref(ref: object) -> str:
 
 def allowed_protocols() -> list[str]:
     return ["https", "ssh"] + (["http"] if _flag(ALLOW_HTTP) else []) + (["file"] if _flag(ALLOW_LOCAL_REPOS) else [])
+
+
+def local_env() -> dict[str, str]:
+    """The environment every git command starts from: fixed PATH and locale, no system or user configuration, no
+    prompt, no transport at all (GitEnvironment allows the ones a remote needs), no lazy fetch of missing objects.
+
+    As it is, it serves commands that only read local repositories (push hooks).
+    """
+    return {"PATH": SAFE_PATH, "LC_ALL": "C", "LANG": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",  # git asks GIT_ASKPASS before the terminal
+            "GIT_ALLOW_PROTOCOL": "", "GIT_PROTOCOL_FROM_USER": "0", "GIT_NO_LAZY_FETCH": "1"}
 
 
 def git_argv(*args: str) -> list[str]:
@@ -280,11 +366,10 @@ class GitEnvironment:
         _write_private(self.folder / "known_hosts", credentials.get("known_hosts") or "")
         _write_private(self.folder / "ssh_config", self._ssh_config(remote, credentials.get("ssh_private_key")))
         env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        env.update(local_env())
         env.update({
-            "PATH": SAFE_PATH, "HOME": str(self.folder), "LC_ALL": "C", "LANG": "C",
-            "GIT_CONFIG_GLOBAL": str(self.folder / "gitconfig"), "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",  # git asks GIT_ASKPASS before the terminal
-            "GIT_ALLOW_PROTOCOL": ":".join(allowed_protocols()), "GIT_PROTOCOL_FROM_USER": "0",
+            "HOME": str(self.folder), "GIT_CONFIG_GLOBAL": str(self.folder / "gitconfig"),
+            "GIT_ALLOW_PROTOCOL": ":".join(allowed_protocols()),
             "GIT_SSH_VARIANT": "ssh", "GIT_SSH_COMMAND": f"ssh -F {shlex.quote(str(self.folder / 'ssh_config'))}",
         })
         return env
@@ -370,9 +455,20 @@ def _captured_runner(timeout: float) -> Runner:
     return run
 
 
+def run_local(args: Sequence[str], cwd: Path, timeout: float = LOCAL_TIMEOUT_SECONDS) -> list[str]:
+    """The output pieces (lines, or 64 KiB pieces of a -z listing) of hardened `git args` reading a local repository
+    (no remote, no credentials); GitError on failure."""
+    pieces: list[str] = []
+    result = process.run_streaming(git_argv(*args), env=local_env(), cwd=cwd, on_line=pieces.append, timeout=timeout)
+    if result.exit_code != 0:
+        raise failure(result, "\n".join(pieces))
+    return pieces
+
+
 def ls_remote(url: str, credentials: Mapping[str, str] | None = None,
               timeout: float = 30.0) -> list[tuple[str, str]]:
     """(sha, ref) pairs the remote advertises; needs no step. Raises ValueError (URL policy) or GitError."""
+    check_repo_url(url)
     with GitEnvironment(url, credentials) as environment:
         output = Git(environment, _captured_runner(timeout))("ls-remote", "--", url, cwd=environment.folder)
     pairs = (line.split("\t", 1) for line in output.splitlines())
@@ -382,11 +478,23 @@ def ls_remote(url: str, credentials: Mapping[str, str] | None = None,
 def git_version() -> tuple[int, ...]:
     """The installed git's version, e.g. (2, 39, 5); () when git is missing or says something unexpected."""
     try:
-        result, output = process.run_captured(["git", "version"], env={"PATH": SAFE_PATH, "LC_ALL": "C"},
-                                              cwd="/", timeout=10)
+        result, output = process.run_captured(["git", "version"], env=local_env(), cwd="/", timeout=10)
     except OSError:
         return ()
     match = re.search(r"git version (\d+)\.(\d+)(?:\.(\d+))?", output)
     if result.exit_code != 0 or match is None:
         return ()
     return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def check_git_version(version: tuple[int, ...]) -> str | None:
+    """Why the git of `version` (as git_version() gives it) must not run, or None when it has the 2024-05-14 fixes."""
+    if not version:
+        return f"git was not found on {SAFE_PATH} (or did not say its version)"
+    track, patch = version[:2], (version[2] if len(version) > 2 else 0)
+    if track >= min(FIXED_GIT_RELEASES) and patch >= FIXED_GIT_RELEASES.get(track, 0):
+        return None
+    advice = "install git 2.45.1 or later"
+    if track in FIXED_GIT_RELEASES and track < max(FIXED_GIT_RELEASES):
+        advice += f" (or {track[0]}.{track[1]}.{FIXED_GIT_RELEASES[track]} on the {track[0]}.{track[1]} track)"
+    return f"git {'.'.join(map(str, version))} lacks the security fixes of 2024-05-14 (CVE-2024-32002 …); {advice}"

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import runner
-from runner.git import GitError
-from runner.pushes import run_git
+from runner.git import GitError, run_local
 
 MARKER = "# forgeyard-hook"
 CHAINED_SUFFIX = ".forgeyard-chained"
@@ -121,7 +120,7 @@ def hooks_dir(repo_dir: str | Path, local: bool) -> Path:
         args = [f"--git-dir={path}", "rev-parse", "--is-bare-repository"]
         problem = "is not a bare repository (for a work tree use --local)"
     try:
-        answer = "".join(run_git(args, cwd=path)).strip() if path.is_dir() else ""
+        answer = "".join(run_local(args, cwd=path)).strip() if path.is_dir() else ""
     except GitError:
         answer = ""
     if local and answer:

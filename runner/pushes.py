@@ -4,14 +4,13 @@ and the runs queued for them. Reads git objects only (never a work tree) and nev
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import git, process, queue
+from runner import git, queue
 from runner.diagnostics import DiagnosticError
 from runner.models import Run
 from runner.spec import Spec, load_spec
@@ -20,12 +19,8 @@ from runner.yamlsource import MAX_BYTES
 
 PIPELINE_FOLDER = ".forgeyard"
 PIPELINE_SUFFIXES = (".yml", ".yaml")
-GIT_TIMEOUT_SECONDS = 10.0  # per git command; a hook must not hold a push for long
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REGULAR_FILE_MODES = ("100644", "100755")
-# Local reads need no remote: no credentials, no user or system configuration, no hooks (git_argv sets those).
-_ENV = {"PATH": git.SAFE_PATH, "LC_ALL": "C", "LANG": "C", "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +73,7 @@ def git_dir(repo: str | Path) -> Path:
     path = Path(repo).resolve()
     if (path / "HEAD").is_file() and (path / "objects").is_dir():
         return path
-    return Path("".join(run_git(["-C", str(path), "rev-parse", "--absolute-git-dir"], cwd=path)).strip())
+    return Path("".join(git.run_local(["-C", str(path), "rev-parse", "--absolute-git-dir"], cwd=path)).strip())
 
 
 def triggered(repo: str | Path, update: RefUpdate, warn: Callable[[str], None],
@@ -145,14 +140,4 @@ def _peel(folder: Path, object_id: str) -> str | None:
 
 
 def _git(folder: Path, *args: str) -> list[str]:
-    return run_git([f"--git-dir={folder}", *args], cwd=folder)
-
-
-def run_git(args: list[str], cwd: Path) -> list[str]:
-    """The output pieces of hardened local `git args` (lines, or 64 KiB pieces of a -z listing); GitError on failure."""
-    pieces: list[str] = []
-    result = process.run_streaming(git.git_argv(*args), env=_ENV, cwd=cwd, on_line=pieces.append,
-                                   timeout=GIT_TIMEOUT_SECONDS)
-    if result.exit_code != 0:
-        raise git.failure(result, "\n".join(pieces))
-    return pieces
+    return git.run_local([f"--git-dir={folder}", *args], cwd=folder)

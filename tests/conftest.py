@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +37,31 @@ def db(database_url: str) -> Iterator[peewee.Database]:
     """runner.database connected to `database_url`, migrated; closed after the test."""
     yield database.connect(database_url)
     database.close()
+
+
+def _local_names() -> set[str]:
+    names = {"localhost"}
+    for line in Path("/etc/hosts").read_text().splitlines():
+        names.update(line.split("#")[0].split()[1:])
+    return names
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_dns_off_this_machine() -> Iterator[None]:
+    """Tests talk to 127.0.0.1 only: a lookup of any name /etc/hosts does not hold fails instead of asking DNS."""
+    real, local = socket.getaddrinfo, _local_names()
+
+    def getaddrinfo(host, *args, **kwargs):
+        text = host.decode() if isinstance(host, bytes) else host
+        if text is not None and text.lower() not in local:
+            try:
+                ipaddress.ip_address(text.split("%")[0])
+            except ValueError:
+                raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no name off this machine: {text}") from None
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real

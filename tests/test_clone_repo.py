@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from runner import catalog, process, queries
+from runner import git as runner_git
 from runner.gitcache import cache_path
 from runner.runs import RunOptions, create_run, execute_run
 from runner.spec import load_spec
-from runner.steps import BuiltinStep, register, unregister
+from runner.steps import BuiltinStep, clone_repo, register, unregister
 from tests.services.git_http import GitHttpServer
 from tests.services.gitrepos import COMMIT_TIME, WorkRepo, bare_repo, git, make_remote, object_count
 from tests.services.sshd import GitSshServer
@@ -493,44 +494,49 @@ def test_a_remote_that_never_answers_is_killed_at_the_step_timeout(tmp_path, git
                 with: {{repository: "{git_http.hang_url('acme.git')}"}}
     """, tmp_path)
     step = result.steps[("build", 0)]
-    assert step.status == "timed_out" and result.outcome.error == "step_timeout"
+    assert step.status == "timed_out" and result.outcome.error == "git_timeout"  # what timed out, truthfully
     assert (step.completed_at - step.started_at).total_seconds() < 10
     assert "could not clone" in result.log and ": timed out" in result.log
     assert not (result.root / "build" / "src").exists()
     assert not cache_path(git_http.hang_url("acme.git")).exists()  # a killed fetch may leave stale locks
 
 
-ATTACKS = {  # security catalogue §8: each refused before any process starts
-    "G01": "--upload-pack=touch pwned",
-    "G02": "-u./payload",
-    "G03": "ext::sh -c touch% pwned",
-    "G03-upper": "EXT::sh -c touch% pwned",
-    "G04": "ssh://-oProxyCommand=touch%20pwned/x",
-    "G05": "ssh://-oProxyCommand=x@github.com/o/r.git",
-    "G06-relative": "../other",
-    "G06-git": "git://host/r",
-    "G09": "https://user:CANARY-1f2e3d@github.com/o/r.git",
-    "G10": "https://evil.example/r?%0ahost=github.com",
+ATTACKS = {  # security catalogue §8: each refused before any process starts, with the run's error code
+    "G01": ("--upload-pack=touch pwned", "invalid_repo_url"),
+    "G02": ("-u./payload", "invalid_repo_url"),
+    "G03": ("ext::sh -c touch% pwned", "invalid_repo_url"),
+    "G03-upper": ("EXT::sh -c touch% pwned", "invalid_repo_url"),
+    "G04": ("ssh://-oProxyCommand=touch%20pwned/x", "invalid_repo_url"),
+    "G05": ("ssh://-oProxyCommand=x@github.com/o/r.git", "invalid_repo_url"),
+    "G06-relative": ("../other", "invalid_repo_url"),
+    "G06-git": ("git://host/r", "invalid_repo_url"),
+    "G07": ("https://169.254.169.254/latest/meta-data/", "blocked_host"),
+    "G09": ("https://user:CANARY-1f2e3d@github.com/o/r.git", "credentials_in_url"),
+    "G10": ("https://evil.example/r?%0ahost=github.com", "invalid_repo_url"),
 }
 
 
 @pytest.mark.security
-@pytest.mark.parametrize("attack", ATTACKS.values(), ids=ATTACKS.keys())
-def test_hostile_repository_urls_are_refused_before_git_runs(tmp_path, monkeypatch, attack):
-    monkeypatch.delenv("FORGEYARD_ALLOW_LOCAL_REPOS")
-    monkeypatch.delenv("FORGEYARD_ALLOW_HTTP_GIT")
+@pytest.mark.parametrize(("attack", "code"), ATTACKS.values(), ids=ATTACKS.keys())
+def test_hostile_repository_urls_are_refused_before_git_runs(tmp_path, monkeypatch, attack, code):
+    for flag in ("FORGEYARD_ALLOW_LOCAL_REPOS", "FORGEYARD_ALLOW_HTTP_GIT", "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS"):
+        monkeypatch.delenv(flag)
     monkeypatch.chdir(tmp_path)
     spawned = []
     monkeypatch.setattr(process, "run_streaming", lambda argv, **kwargs: spawned.append(argv))
+    # Through an input: a `with:` value holding ${{ is known at run time only, so the linter (which refuses the
+    # literal attack) leaves it to the step, whose own check is what this test is about.
     result = run_pipeline(f"""
+        inputs:
+          value: {{type: string, default: {json.dumps(attack)}}}
         jobs:
           build:
             steps:
               - uses: clone_repo
-                with: {{repository: {json.dumps(attack)}}}
+                with: {{repository: "${{{{ inputs.value }}}}"}}
     """, tmp_path)
-    assert result.steps[("build", 0)].status == "failure"
-    assert "Error: repository: " in result.log
+    assert result.steps[("build", 0)].status == "failure" and result.outcome.error == code
+    assert f"Error [{code}]: repository: " in result.log
     assert spawned == [] and not list(tmp_path.rglob("pwned"))
     assert "CANARY" not in result.log
 
@@ -540,21 +546,24 @@ def test_local_repositories_are_refused_unless_allowed(tmp_path, monkeypatch, hi
     _, remote, _ = history
     monkeypatch.delenv("FORGEYARD_ALLOW_LOCAL_REPOS")
     result = run_pipeline(f"""
+        inputs:
+          remote: {{type: string, default: "{remote}"}}
         jobs:
           url:
             steps:
               - uses: clone_repo
-                with: {{repository: "file://{remote}"}}
+                with: {{repository: "file://${{{{ inputs.remote }}}}"}}
           path:
             steps:
               - uses: clone_repo
-                with: {{repository: "{remote}"}}
+                with: {{repository: "${{{{ inputs.remote }}}}"}}
           missing:
             steps:
               - uses: clone_repo
-                with: {{repository: "/does/not/exist.git"}}
+                with: {{repository: "${{{{ inputs.remote }}}}-missing"}}
     """, tmp_path)
-    refusal = "Error: repository: local repositories are not accepted: only https:// and ssh:// repository URLs are"
+    refusal = ("Error [invalid_repo_url]: repository: local repositories are not accepted: only https:// and ssh:// "
+               "repository URLs are")
     assert result.log.count(refusal) == 3  # the same words whether the path exists or not
 
 
@@ -564,15 +573,32 @@ def test_hostile_refs_are_refused_before_git_runs(tmp_path, monkeypatch, ref):
     spawned = []
     monkeypatch.setattr(process, "run_streaming", lambda argv, **kwargs: spawned.append(argv))
     result = run_pipeline(f"""
+        inputs:
+          value: {{type: string, default: {json.dumps(ref)}}}
         jobs:
           build:
             steps:
               - uses: clone_repo
-                with: {{repository: "file:///srv/acme.git", ref: {json.dumps(ref)}}}
+                with: {{repository: "file:///srv/acme.git", ref: "${{{{ inputs.value }}}}"}}
     """, tmp_path)
-    assert result.steps[("build", 0)].status == "failure"
-    assert "Error: ref: " in result.log
+    assert result.steps[("build", 0)].status == "failure" and result.outcome.error == "invalid_ref"
+    assert "Error [invalid_ref]: ref: " in result.log
     assert spawned == []
+
+
+@pytest.mark.security
+def test_input_problems_name_each_input_the_policy_refuses_as_written(monkeypatch):
+    """What the linter reports for a pipeline: literal values only, the text only (no resolver is asked)."""
+    monkeypatch.delenv("FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS")
+    monkeypatch.setattr(runner_git, "resolve", lambda host: pytest.fail("a resolver was asked"))
+    problems = {name: error.code for name, error in clone_repo.input_problems(
+        {"repository": "https://user:pw@github.com/o/r.git", "ref": "a..b"})}
+    assert problems == {"repository": "credentials_in_url", "ref": "invalid_ref"}
+    assert [name for name, _ in clone_repo.input_problems({"repository": "https://127.0.0.1/r"})] == ["repository"]
+    for fine in ({"repository": "official"}, {"repository": "my-fork", "ref": "main"}, {"repository": 3},
+                 {"repository": "https://${{ inputs.host }}/r", "ref": "${{ inputs.ref }}"},
+                 {"repository": "https://git.corp.example/o/r.git", "ref": ""}):
+        assert list(clone_repo.input_problems(fine)) == []
 
 
 def test_a_cancelled_clone_leaves_no_credential_files(tmp_path, git_http, http_repo):

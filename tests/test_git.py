@@ -11,22 +11,34 @@ from pathlib import Path
 
 import pytest
 
+from runner import git as git_module
 from runner import gitcache, process
 from runner.git import (
     CREDENTIALS_IN_URL,
     GitEnvironment,
     GitError,
+    PolicyError,
     check_ref,
     check_repo_url,
     git_argv,
     git_version,
     ls_remote,
+    parse_repo_url,
 )
 from tests.services.git_http import GitHttpServer
 from tests.services.gitrepos import WorkRepo, bare_repo
 
 POLICY_FLAGS = ("FORGEYARD_ALLOW_LOCAL_REPOS", "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS", "FORGEYARD_ALLOW_HTTP_GIT",
                 "FORGEYARD_ALLOWED_GIT_HOSTS")
+PUBLIC_ADDRESS = "140.82.112.3"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch) -> dict[str, list[str]]:
+    """Answers of the resolver by host name (default: one public address); no test asks a real DNS server."""
+    answers: dict[str, list[str]] = {}
+    monkeypatch.setattr(git_module, "resolve", lambda host: answers.get(host, [PUBLIC_ADDRESS]))
+    return answers
 
 
 @pytest.fixture(autouse=True)
@@ -47,39 +59,47 @@ ACCEPTED = ["https://github.com/open-webui/open-webui.git", "https://git.example
             "ssh://git@github.com/o/r.git", "ssh://git@github.com:2222/o/r.git", "git@github.com:o/r.git",
             "github.com:o/r.git", "https://[2001:4860:4860::8888]/r.git"]
 
-REFUSED = {  # the catalogue's attack strings (§8) and more, with the reason given
-    "--upload-pack=touch pwned": "must not start with '-'",  # G01
-    "-u./payload": "must not start with '-'",  # G02
-    "ext::sh -c touch% pwned": "whitespace or control characters",  # G03
-    "EXT::sh -c touch% pwned": "whitespace or control characters",  # G03
-    "ext::sh": "only https:// and ssh://",
-    "fd::17": "only https:// and ssh://",
-    "ssh://-oProxyCommand=touch%20pwned/x": "whitespace or control characters",  # G04
-    "ssh://-oProxyCommand=x/x": "not start with '-'",  # G04 without the space
-    "ssh://-oProxyCommand=x@github.com/o/r.git": "ssh user names",  # G05
-    "git@-oProxyCommand=x:o/r": "not start with '-'",
-    "file:///etc": "local repositories are not accepted",  # G06
-    "/var/lib/app": "local repositories are not accepted",  # G06
-    "../other": "only https:// and ssh://",  # G06
-    "git://host/r": "only https:// and ssh://",  # G06
-    "http://host/r": "plain http:// repository URLs are not accepted",  # G06
-    "https://169.254.169.254/latest/meta-data/": "loopback, private and link-local",  # G07
-    "https://127.0.0.1:2375/": "loopback, private and link-local",  # G07
-    "https://[::1]/r": "loopback, private and link-local",  # G07
-    "https://2130706433/r": "loopback, private and link-local",  # G07
-    "https://[::ffff:10.0.0.5]/r": "loopback, private and link-local",
-    "https://localhost/r": "loopback, private and link-local",
-    "git@192.168.1.10:o/r": "loopback, private and link-local",
-    "https://user:CANARY-9a8b7c@github.com/o/r.git": CREDENTIALS_IN_URL,  # G09
-    "https://CANARY-9a8b7c@github.com/o/r.git": CREDENTIALS_IN_URL,
-    "ssh://git:CANARY-9a8b7c@github.com/o/r.git": CREDENTIALS_IN_URL,
-    "https://evil.example/r?%0ahost=github.com": "whitespace or control characters",  # G10
-    "https://evil.example/r\nhost=github.com": "whitespace or control characters",  # G10
-    "https://evil.example/r?host=github.com": "query strings and fragments",
-    "https://evil.example/a b": "whitespace or control characters",
-    "https://github.com:99999/o/r": "invalid port",
-    "https:///attacker.example.com/r": "has no host",
-    "": "empty",
+INTERNAL = "loopback, private and link-local"
+REFUSED = {  # the catalogue's attack strings (§8) and more, with the reason given and the code
+    "--upload-pack=touch pwned": ("must not start with '-'", "invalid_repo_url"),  # G01
+    "-u./payload": ("must not start with '-'", "invalid_repo_url"),  # G02
+    "ext::sh -c touch% pwned": ("whitespace or control characters", "invalid_repo_url"),  # G03
+    "EXT::sh -c touch% pwned": ("whitespace or control characters", "invalid_repo_url"),  # G03
+    "ext::sh": ("only https:// and ssh://", "invalid_repo_url"),
+    "fd::17": ("only https:// and ssh://", "invalid_repo_url"),
+    "ssh://-oProxyCommand=touch%20pwned/x": ("whitespace or control characters", "invalid_repo_url"),  # G04
+    "ssh://-oProxyCommand=x/x": ("not start with '-'", "invalid_repo_url"),  # G04 without the space
+    "ssh://-oProxyCommand=x@github.com/o/r.git": ("ssh user names", "invalid_repo_url"),  # G05
+    "git@-oProxyCommand=x:o/r": ("not start with '-'", "invalid_repo_url"),
+    "file:///etc": ("local repositories are not accepted", "invalid_repo_url"),  # G06
+    "/var/lib/app": ("local repositories are not accepted", "invalid_repo_url"),  # G06
+    "../other": ("only https:// and ssh://", "invalid_repo_url"),  # G06
+    "git://host/r": ("only https:// and ssh://", "invalid_repo_url"),  # G06
+    "http://host/r": ("plain http:// repository URLs are not accepted", "invalid_repo_url"),  # G06
+    "https://169.254.169.254/latest/meta-data/": (INTERNAL, "blocked_host"),  # G07
+    "https://127.0.0.1:2375/": (INTERNAL, "blocked_host"),  # G07
+    "https://[::1]/r": (INTERNAL, "blocked_host"),  # G07
+    "https://2130706433/r": (INTERNAL, "blocked_host"),  # G07
+    "https://[::ffff:10.0.0.5]/r": (INTERNAL, "blocked_host"),
+    "https://localhost/r": (INTERNAL, "blocked_host"),
+    "https://localhost./r": (INTERNAL, "blocked_host"),
+    "https://0.0.0.0/r": (INTERNAL, "blocked_host"),
+    "git@192.168.1.10:o/r": (INTERNAL, "blocked_host"),
+    "https://user:CANARY-9a8b7c@github.com/o/r.git": (CREDENTIALS_IN_URL, "credentials_in_url"),  # G09
+    "https://CANARY-9a8b7c@github.com/o/r.git": (CREDENTIALS_IN_URL, "credentials_in_url"),
+    "ssh://git:CANARY-9a8b7c@github.com/o/r.git": (CREDENTIALS_IN_URL, "credentials_in_url"),
+    "git:CANARY-9a8b7c@github.com:o/r.git": (CREDENTIALS_IN_URL, "credentials_in_url"),  # scp form: host "git"
+    "https://evil.example/r?%0ahost=github.com": ("whitespace or control characters", "invalid_repo_url"),  # G10
+    "https://evil.example/r\nhost=github.com": ("whitespace or control characters", "invalid_repo_url"),  # G10
+    "https://evil.example/r\x85x": ("whitespace or control characters", "invalid_repo_url"),  # C1 control
+    "https://evil.example/r\u2028x": ("whitespace or control characters", "invalid_repo_url"),  # line separator
+    "https://evil.example/r\u200bx": ("whitespace or control characters", "invalid_repo_url"),  # format character
+    "https://evil.example/r?host=github.com": ("query strings and fragments", "invalid_repo_url"),
+    "https://evil.example/a b": ("whitespace or control characters", "invalid_repo_url"),
+    "https://github.com:99999/o/r": ("invalid port", "invalid_repo_url"),
+    "https:///attacker.example.com/r": ("has no host", "invalid_repo_url"),
+    "https://[::1/r": ("cannot be parsed", "invalid_repo_url"),  # urlsplit's own ValueError, as a refusal
+    "": ("empty", "invalid_repo_url"),
 }
 
 
@@ -90,12 +110,34 @@ def test_policy_accepts_https_ssh_and_scp_urls(url):
 
 
 @pytest.mark.security
-@pytest.mark.parametrize(("url", "reason"), REFUSED.items(), ids=[repr(u)[:40] for u in REFUSED])
-def test_policy_refuses_hostile_urls_without_echoing_them(url, reason):
-    with pytest.raises(ValueError, match=".") as refused:
+@pytest.mark.parametrize(("url", "reason", "code"), [(u, *r) for u, r in REFUSED.items()],
+                         ids=[repr(u)[:40] for u in REFUSED])
+def test_policy_refuses_hostile_urls_with_a_code_without_echoing_them(url, reason, code):
+    with pytest.raises(PolicyError, match=".") as refused:
         check_repo_url(url)
-    assert reason in str(refused.value)
+    assert reason in str(refused.value) and refused.value.code == code
     assert "CANARY" not in str(refused.value) and "pwned" not in str(refused.value)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("answer", [["10.0.0.5"], ["127.0.0.1"], ["169.254.169.254"], [PUBLIC_ADDRESS, "::1"],
+                                    ["fe80::1%eth0"], ["::ffff:192.168.0.1"], ["not an address"]])
+def test_a_host_name_that_resolves_to_an_internal_address_is_blocked(dns, answer):
+    """G07: the name is resolved by check_repo_url (not by parse_repo_url, which reads the text only)."""
+    dns["git.corp.example"] = answer
+    assert parse_repo_url("https://git.corp.example/o/r.git").host == "git.corp.example"
+    for url in ("https://git.corp.example/o/r.git", "git@git.corp.example:o/r.git"):
+        with pytest.raises(PolicyError, match="resolves to a loopback, private or link-local address") as refused:
+            check_repo_url(url)
+        assert refused.value.code == "blocked_host" and answer[-1] not in str(refused.value)
+
+
+def test_a_name_that_does_not_resolve_passes_and_the_test_flag_skips_resolving(dns, monkeypatch):
+    dns["nowhere.example"] = []  # git reports dns_failed itself
+    assert check_repo_url("https://nowhere.example/r.git")
+    monkeypatch.setenv("FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS", "1")
+    monkeypatch.setattr(git_module, "resolve", lambda host: pytest.fail("resolved although private hosts are allowed"))
+    assert check_repo_url("https://git.corp.example/o/r.git")
 
 
 def test_test_only_flags_open_local_loopback_and_plain_http(monkeypatch):
@@ -111,8 +153,9 @@ def test_an_allow_list_limits_the_hosts(monkeypatch):
     monkeypatch.setenv("FORGEYARD_ALLOWED_GIT_HOSTS", "github.com, git.example.com")
     assert check_repo_url("https://GitHub.com/o/r.git")
     assert check_repo_url("git@git.example.com:o/r.git")
-    with pytest.raises(ValueError, match="host gitlab.com is not in FORGEYARD_ALLOWED_GIT_HOSTS"):
+    with pytest.raises(PolicyError, match="host gitlab.com is not in FORGEYARD_ALLOWED_GIT_HOSTS") as refused:
         check_repo_url("https://gitlab.com/o/r.git")
+    assert refused.value.code == "blocked_host"
 
 
 # -- ref policy ------------------------------------------------------------------------------------------------
@@ -129,8 +172,9 @@ def test_ref_policy_accepts_branches_tags_and_commits(ref):
     "a..b", "x.lock", "@{-1}", "a b", "a\\b", "$(id)", "a\u0000b", "x" * 300,  # G12
     "", "@", ".hidden", "a//b", "a/", "a.", "a/.b", "a~1", "a^", "a:b", "a?", "a*", "a[", "`id`", "é"])
 def test_ref_policy_refuses_what_git_or_a_shell_would_misread(ref):
-    with pytest.raises(ValueError, match="ref"):
+    with pytest.raises(PolicyError, match="ref") as refused:
         check_ref(ref)
+    assert refused.value.code == "invalid_ref"
 
 
 # -- the private environment -------------------------------------------------------------------------------------

@@ -31,15 +31,28 @@ SSH_CREDENTIALS = ("ssh_private_key", "known_hosts")
 SECRETS = ("token", "password", "ssh_private_key")
 FIELDS = ("name", "url", "type", "default_ref", *HTTPS_CREDENTIALS, *SSH_CREDENTIALS)
 VERIFY_TIMEOUT_SECONDS = 30.0
+MAX_URL_LENGTH = 2048
+
+
+def _url(body: dict[str, Any]) -> str:
+    """The `url` field as sent: the URL policy judges it whole (whitespace and control characters included)."""
+    url = body.get("url")
+    if not isinstance(url, str):
+        raise validation("url must be a non-empty string")
+    if len(url) > MAX_URL_LENGTH:
+        raise validation(f"url must be at most {MAX_URL_LENGTH} characters", "invalid_repo_url")
+    return url
 
 
 def _url_type(url: str, requested: Any) -> str:
-    """The repository type the URL implies (ssh, else https); 400 when it breaks the URL policy or `requested`."""
+    """The repository type the URL implies (ssh, else https); 400 when it breaks the URL policy or `requested`.
+
+    A host name is resolved: one that points at a loopback, private or link-local address is refused.
+    """
     try:
-        kind = "ssh" if git.parse_repo_url(url).kind == "ssh" else "https"
-    except ValueError as error:
-        code = "credentials_in_url" if str(error) == git.CREDENTIALS_IN_URL else "invalid_repo_url"
-        raise validation(str(error), code) from None
+        kind = "ssh" if git.check_addresses(git.parse_repo_url(url)).kind == "ssh" else "https"
+    except git.PolicyError as error:
+        raise validation(str(error), error.code) from None
     if requested is not None and requested not in REPOSITORY_TYPES:
         raise validation(f"type must be one of {', '.join(REPOSITORY_TYPES)}")
     if requested not in (None, kind):
@@ -48,13 +61,16 @@ def _url_type(url: str, requested: Any) -> str:
 
 
 def _default_ref(body: dict[str, Any]) -> str | None:
-    ref = text(body, "default_ref", max_length=git.MAX_REF_LENGTH, nullable=True)
-    if ref is not None:
-        try:
-            git.check_ref(ref)
-        except ValueError as error:
-            raise validation(f"default_ref: {error}", "invalid_ref") from None
-    return ref
+    """The `default_ref` field as sent (null: none); the ref policy judges it whole, as it does a run's ref."""
+    ref = body.get("default_ref")
+    if ref is None:
+        return None
+    if not isinstance(ref, str):
+        raise validation("default_ref must be a string or null")
+    try:
+        return git.check_ref(ref)
+    except git.PolicyError as error:
+        raise validation(f"default_ref: {error}", error.code) from None
 
 
 def _check_credentials(kind: str, credentials: dict[str, str]) -> None:
@@ -84,7 +100,7 @@ def list_repositories(request: Request) -> JSONResponse:
 @endpoint("admin", body=True)
 def create_repository(_request: Request, body: dict[str, Any]) -> JSONResponse:
     check_fields(body, FIELDS, required=("name", "url"))
-    name, url = text(body, "name"), text(body, "url", max_length=2048)
+    name, url = text(body, "name"), _url(body)
     kind = _url_type(url, body.get("type"))
     credentials = merged({}, _given_credentials(body))
     _check_credentials(kind, credentials)
@@ -109,7 +125,7 @@ def update_repository(request: Request, body: dict[str, Any]) -> JSONResponse:
         repository.name = text(body, "name")
         check_name_free(Repository, repository.name, "repository", own_id=repository.id)
     if "url" in body or "type" in body:
-        url = text(body, "url", max_length=2048) if "url" in body else repository.url
+        url = _url(body) if "url" in body else repository.url
         repository.type = _url_type(url, body.get("type"))
         repository.url = url
     if "default_ref" in body:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import catalog, gitcache, settings
-from runner.git import Git, GitEnvironment, GitError, Runner, check_ref, check_repo_url
+from runner.git import Git, GitEnvironment, GitError, PolicyError, Runner, check_ref, check_repo_url, parse_repo_url
 from runner.steps import BuiltinStep, StepContext, StepFailed
 from runner.timestamps import utcnow
 
@@ -35,13 +36,36 @@ def _inline_credentials(inputs: dict[str, Any]) -> dict[str, str]:
     return {name: value for name, value in given.items() if value}
 
 
+def _is_url(repository: object) -> bool:
+    """Whether `repository` is a URL (or an attempt at one) rather than 'official' or a registered name or id."""
+    return isinstance(repository, str) and (repository.startswith("-") or ":" in repository or "/" in repository)
+
+
+def input_problems(inputs: Mapping[str, Any]) -> Iterator[tuple[str, PolicyError]]:
+    """(input, error) for each `with:` value as written that the URL or ref policy refuses, for the linter.
+
+    The text only: a host name's addresses are checked when the step runs. A value holding `${{` is known then too.
+    """
+    repository, ref = inputs.get("repository"), inputs.get("ref")
+    if _is_url(repository) and "${{" not in repository:
+        try:
+            parse_repo_url(repository)
+        except PolicyError as error:
+            yield "repository", error
+    if isinstance(ref, str) and ref and "${{" not in ref:
+        try:
+            check_ref(ref)
+        except PolicyError as error:
+            yield "ref", error
+
+
 def _source(inputs: dict[str, Any]) -> Source:
     """The URL to clone and the credentials for it: official, a registered repository, or a URL."""
     repository, inline = inputs["repository"], _inline_credentials(inputs)
     if repository == "official":
         return Source(settings.official_repo_url(), inline)
-    if isinstance(repository, str) and (repository.startswith("-") or ":" in repository or "/" in repository):
-        return Source(repository, inline)  # a URL (or an attempt at one); registered names hold no ':' or '/'
+    if _is_url(repository):
+        return Source(repository, inline)  # registered names hold no ':' or '/'
     try:
         record = catalog.find_repository(repository)
     except catalog.CatalogError as error:
@@ -84,8 +108,8 @@ def _update_submodules(git: Git, tree: Path, depth: int, level: int = 1) -> None
         if key.startswith("submodule.") and key.endswith(".url"):
             try:
                 check_repo_url(url)
-            except ValueError as error:
-                raise GitError(f"submodule {key[len('submodule.'):-len('.url')]!r}: {error}", "submodules") from None
+            except PolicyError as error:
+                raise GitError(f"submodule {key[len('submodule.'):-len('.url')]!r}: {error}", error.code) from None
     git("submodule", "update", *(["--depth", str(depth)] if depth else []), cwd=tree)
     for key, path in _config(git, tree, "--file", ".gitmodules").items():
         if key.endswith(".path"):
@@ -99,14 +123,14 @@ def _should_stop(context: Any) -> bool:
 def run(context: StepContext) -> dict[str, Any]:
     inputs = context.inputs
     source = _source(inputs)
-    try:
+    try:  # again here, whatever was checked before: the step may run long after, and a name's addresses change
         url = check_repo_url(source.url)
-    except ValueError as error:
-        raise StepFailed(f"repository: {error}") from None
+    except PolicyError as error:
+        raise StepFailed(f"repository: {error}", error.code) from None
     try:
         ref = check_ref(inputs.get("ref") or source.default_ref or "HEAD")
-    except ValueError as error:
-        raise StepFailed(f"ref: {error}") from None
+    except PolicyError as error:
+        raise StepFailed(f"ref: {error}", error.code) from None
     depth, target = inputs["depth"], _target(context.workspace, inputs["path"])
     history = "full history" if depth == 0 else f"depth {depth}"
     context.log(f"Cloning {url} at {ref} ({history}) into {inputs['path']}")

@@ -201,6 +201,9 @@ def start_api_server(root: Path, *, rate_limit: str = TEST_RATE_LIMIT, workers: 
         "FORGEYARD_PIPELINES_DIR": str(pipelines),
         "FORGEYARD_OFFICIAL_REPO_URL": f"file://{official}",
         "FORGEYARD_ALLOW_LOCAL_REPOS": "1",
+        # Private hosts allowed means host names are never resolved: no test may send a DNS query off this machine.
+        # Tests of the address policy start their servers with "0" and only literal or /etc/hosts names.
+        "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1",
         "FORGEYARD_RATE_LIMIT": rate_limit,
         "FORGEYARD_KILL_GRACE": "1",
         "DOCKER_HOST": "unix:///nonexistent/forgeyard-tests-no-docker.sock",  # image steps fail fast, not hang
