@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from argparse import Namespace
+from collections.abc import Callable
 
 from runner import exitcodes, settings
 from runner.cli import UsageError
@@ -30,7 +31,7 @@ def serve_command(args: Namespace) -> int:
     from api.app import create_app
     from runner import database, queue
     from runner.cli_scheduler import start_scheduler_thread
-    from runner.worker import Worker, new_worker_id
+    from runner.worker import Worker, configured_heartbeat_seconds, new_worker_id
 
     settings.ensure_dir(settings.home())
     database.connect()
@@ -39,8 +40,14 @@ def serve_command(args: Namespace) -> int:
     worker = Worker(args.workers, new_worker_id("serve")) if args.workers > 0 else None
     if worker:
         worker.start()
-    stop_cleanup = _start_cleanup_timer()
+    from runner.cleanup import cleanup_expired
+
+    stop_cleanup = _every(CLEANUP_INTERVAL_SECONDS, "cleanup", cleanup_expired)
     stop_scheduler = start_scheduler_thread() if worker else None  # --workers 0 serves the API only
+    # Workers take back each other's lost runs; with none embedded, the API does it, so a run whose only worker
+    # died is never left 'running' while no other worker is up.
+    stop_reaper = None if worker else _every(configured_heartbeat_seconds(), "taking back lost runs",
+                                            lambda: queue.take_back_lost_runs(queue.configured_lease_seconds()))
     print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
           f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
     if token:
@@ -49,9 +56,9 @@ def serve_command(args: Namespace) -> int:
         uvicorn.run(create_app(worker=worker), host=args.host, port=args.port, log_level="info" if settings.debug()
                     else "warning", ws_max_size=1 << 20)
     finally:
-        stop_cleanup.set()
-        if stop_scheduler:
-            stop_scheduler.set()
+        for stop in (stop_cleanup, stop_scheduler, stop_reaper):
+            if stop:
+                stop.set()
         if worker:
             worker.stop()
     return exitcodes.SUCCESS
@@ -78,19 +85,18 @@ def _first_admin_token() -> str | None:
     return token
 
 
-def _start_cleanup_timer() -> threading.Event:
-    from runner.cleanup import cleanup_expired
-
+def _every(seconds: float, what: str, action: Callable[[], object]) -> threading.Event:
+    """Run `action` every `seconds` in a daemon thread until the returned event is set; a failure is reported."""
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(CLEANUP_INTERVAL_SECONDS):
+        while not stop.wait(seconds):
             try:
-                cleanup_expired()
-            except Exception as error:  # retention must never take the server down
-                print(f"forgeyard: cleanup failed: {type(error).__name__}", file=sys.stderr)
+                action()
+            except Exception as error:  # housekeeping must never take the server down
+                print(f"forgeyard: {what} failed: {type(error).__name__}", file=sys.stderr)
 
-    threading.Thread(target=loop, name="cleanup", daemon=True).start()
+    threading.Thread(target=loop, name=what, daemon=True).start()
     return stop
 
 

@@ -397,6 +397,7 @@ class GitEnvironment:
 Runner = Callable[[list[str], Mapping[str, str], Path, Callable[[str], None]], process.ProcessResult]
 
 _VERDICTS = (  # phrases in git's output (lower-case) → code and what the user is told; the first match wins
+    (("no space left on device", "out of diskspace"), "no_space", "no space left on the device"),
     (("host key verification failed",), "host_key_unknown",
      "host key verification failed (the host's key is not in known_hosts)"),
     (("authentication failed", "could not read username", "could not read password", "permission denied",

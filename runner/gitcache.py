@@ -80,7 +80,8 @@ def checkout(url: str, ref: str, depth: int, target: Path, git: Git,
         try:
             commit = _fetch(repo, url, ref, depth, warm, git)
         except GitError as error:
-            if error.code in ("git_timeout", "cancelled"):  # killed mid-fetch: stale lock files may remain
+            # Killed mid-fetch (stale lock files) or out of space (tmp_pack_* files that keep the disk full).
+            if error.code in ("git_timeout", "cancelled", "no_space"):
                 shutil.rmtree(repo, ignore_errors=True)  # a cold cache next time is better than a broken one
             raise
         _copy_objects(repo, target / ".git")

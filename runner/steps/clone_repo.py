@@ -143,6 +143,9 @@ def run(context: StepContext) -> dict[str, Any]:
             checkout = gitcache.checkout(url, ref, depth, target, git, lambda: _should_stop(context))
             if inputs["submodules"]:
                 _update_submodules(git, target, depth)
+    except OSError:  # e.g. ENOSPC copying objects: the step fails as no_space, and a retry starts empty too
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     except (GitError, ValueError) as error:
         shutil.rmtree(target, ignore_errors=True)  # a retry starts from an empty folder
         detail = f"ref {ref!r} not found" if getattr(error, "code", None) == "ref_not_found" else str(error)

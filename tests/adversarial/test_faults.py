@@ -139,8 +139,10 @@ def test_R01_worker_killed_mid_step(api_only: ApiServer, fleet, tmp_path: Path, 
         return any(w["worker_id"] == victim.worker_id and not w["alive"] for w in listed)
 
     wait_for(heartbeat_stopped, "the killed worker to be listed as not alive")
+    # No worker is alive: the API-only server takes the lost runs back itself, none stays 'running'.
+    wait_for(lambda: get_run(api_only, runs[2])["status"] == "pending", "the API to requeue the lost run")
     with api_only.database():
-        survivor = fleet(api_only.database_url, 2)  # its reaper takes the lost runs back
+        survivor = fleet(api_only.database_url, 2)  # runs the requeued attempt
     ended = {attempts: wait_ended(api_only, run_id) for attempts, run_id in runs.items()}
 
     lost = f"worker {victim.worker_id} lost"
