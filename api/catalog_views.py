@@ -18,7 +18,7 @@ from api.errors import ApiError, not_found, validation
 from api.views import iso
 from runner import catalog
 from runner.database import db, peewee
-from runner.masking import is_maskable
+from runner.masking import unmaskable_reason
 from runner.models import Run
 from runner.tokens import ApiToken
 
@@ -125,9 +125,9 @@ def credential_values(body: dict[str, Any], fields: Iterable[str], secrets: Iter
             raise validation(f"{key} must be a string of at most 16384 characters")
         one_line = key not in multiline
         value = value.strip() if one_line else value  # a pasted token often ends with a newline
-        if key in secrets and (not is_maskable(value) or (one_line and _CONTROL.search(value))):
-            raise ApiError(422, f"{key} is too short or holds line breaks or control characters: it could not be "
-                           "masked in logs reliably", code="unmaskable_secret")
+        reason = unmaskable_reason(value, multiline=not one_line) if key in secrets else None
+        if reason:
+            raise ApiError(422, f"{key} could not be masked in logs reliably: {reason}", code="unmaskable_secret")
         if one_line and _CONTROL.search(value):
             raise validation(f"{key} must be one line without control characters")
         given[key] = value

@@ -6,13 +6,16 @@ load → plan → execute path as `forgeyard run`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from api.errors import ApiError, validation
-from runner.steps import all_steps
+from runner.diagnostics import api_code
+from runner.openwebui import looks_secret
+from runner.steps import StepFailed, all_steps, build_image, push_registry
 
 OUTPUT_TYPES = {"zip": ("create_zip",), "docker_image": ("build_image",), "both": ("create_zip", "build_image")}
 
@@ -36,6 +39,8 @@ CUSTOM_PARAMETERS = {
     "push_repository": ("push_registry", "repository"),
     "push_tags": ("push_registry", "tags"),
 }
+# The inputs that are parts of image references, with their checks (the linter uses the same for pipelines).
+IMAGE_INPUTS = {"build_image": build_image.IMAGE_INPUTS, "push_registry": push_registry.IMAGE_INPUTS}
 BUILD_REQUEST_FIELDS = {"steps_to_execute", "git_repository_id", "output_type", "registry_id", "custom_parameters"}
 
 
@@ -87,6 +92,8 @@ def parse_build_request(body: dict[str, Any]) -> BuildRequest:
         raise validation(f"unknown custom_parameters: {', '.join(unknown)}; known: {', '.join(CUSTOM_PARAMETERS)}",
                          "unknown_parameter")
     _refuse_expressions(parameters)
+    _check_image_parameters(parameters)
+    _refuse_secret_build_args(parameters)
     ordered = [step for step in registered if step in steps]
     return BuildRequest(ordered, output_type, repository_id, registry_id, parameters)
 
@@ -106,12 +113,44 @@ def _refuse_expressions(value: Any) -> None:
     # Values become `with:` inputs; `${{` would make them expressions evaluated with the run's contexts.
     if isinstance(value, str) and "${{" in value:
         raise validation("custom_parameters may not contain ${{ expressions", "expression_not_allowed")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON parsers take NaN; YAML would make it text
+        raise validation("custom_parameters may not contain NaN or Infinity")
     if isinstance(value, dict):
         for item in value.values():
             _refuse_expressions(item)
     if isinstance(value, list):
         for item in value:
             _refuse_expressions(item)
+
+
+def _check_image_parameters(parameters: dict[str, Any]) -> None:
+    """400 invalid_image_ref for an image name, tag or repository docker would read as something else (`-t`)."""
+    for key, value in parameters.items():
+        step, field = CUSTOM_PARAMETERS[key]
+        check = IMAGE_INPUTS.get(step, {}).get(field)
+        strings = [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)]
+        for item in strings if check else []:  # other types are the step schema's to refuse
+            try:
+                check(item)
+            except ValueError as error:
+                raise validation(f"custom_parameters.{key}: {error}", "invalid_image_ref") from None
+
+
+def _refuse_secret_build_args(parameters: dict[str, Any]) -> None:
+    """400 secret_in_build_arg when a build argument carries a secret setting (docker history would show it).
+
+    The build step refuses it too, with stored presets and `secrets` included; what a request shows is refused
+    before a run exists.
+    """
+    settings, build_args = parameters.get("settings"), parameters.get("build_args")
+    if not isinstance(settings, dict) or not isinstance(build_args, dict):
+        return
+    secrets = [value for name, value in settings.items() if isinstance(value, str) and looks_secret(name)]
+    texts = {name: value for name, value in build_args.items() if isinstance(value, str)}
+    try:
+        build_image.refuse_secrets("build_arg", texts, secrets)
+    except StepFailed as error:
+        raise validation(f"custom_parameters.build_args: {error}", error.code or "secret_in_build_arg") from None
 
 
 def build_request_yaml(request: BuildRequest, name: str) -> str:
@@ -129,13 +168,34 @@ def build_request_yaml(request: BuildRequest, name: str) -> str:
     steps = [{"name": step, "uses": step, **({"with": inputs[step]} if inputs[step] else {})}
              for step in request.steps]
     pipeline = {"name": name, "on": ["api"], "jobs": {"build": {"name": "build", "steps": steps}}}
-    return yaml.safe_dump(pipeline, sort_keys=False, allow_unicode=True)
+    return yaml.dump(pipeline, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """safe_dump, double-quoting every string whose other styles would not read back as the same string.
+
+    PyYAML quotes by YAML 1.1 rules; runner.yamlsource reads YAML 1.2 core with booleans in any case, so a plain
+    `0o17` would become 15 and `tRuE` true. That loader resolves only plain scalars that are empty or start with
+    one of `_RESOLVED_START`. And a line break other than \n (U+0085, U+2028) in a single-quoted string reads
+    back as a space; double quotes escape every such character exactly.
+    """
+
+
+_RESOLVED_START = "~nNtTfF+-.0123456789"
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    exact = value and value[0] not in _RESOLVED_START and value.isprintable()
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if exact else '"')
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def spec_error(error: Exception) -> ApiError:
-    """A pipeline that does not load, as a 400 listing every diagnostic."""
-    diagnostics = getattr(error, "diagnostics", None)
-    if diagnostics:
-        text = "; ".join(f"{d.line}:{d.col}: {d.message}" for d in diagnostics if d.severity == "error")
-        return validation(f"invalid pipeline: {text}", "invalid_pipeline")
-    return validation(f"invalid pipeline: {error}", "invalid_pipeline")
+    """A pipeline that does not load, as a 400 listing every diagnostic, with the catalogue's code if one applies."""
+    errors = [d for d in getattr(error, "diagnostics", None) or [] if d.severity == "error"]
+    if not errors:
+        return validation(f"invalid pipeline: {error}", "invalid_pipeline")
+    text = "; ".join(f"{d.line}:{d.col}: {d.message}" for d in errors)
+    return validation(f"invalid pipeline: {text}", api_code(errors))

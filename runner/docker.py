@@ -34,6 +34,7 @@ _DIGEST = r"sha256:[a-f0-9]{64}"
 _REFERENCE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?",
                         re.ASCII)
 _IMAGE_ID = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
+_REPOSITORY_PATH = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
 TAG_PATTERN = re.compile(_TAG, re.ASCII)
 DOMAIN_PATTERN = re.compile(_DOMAIN, re.ASCII)
 NAME_MAX_LENGTH = 255  # the grammar's limit on the name part (domain and path)
@@ -56,6 +57,22 @@ def check_image_ref(ref: str) -> str:
         raise ValueError(f"invalid image reference {ref[:40]!r}…: the name is longer than {NAME_MAX_LENGTH} "
                          "characters")
     return ref
+
+
+def check_image_name(name: str) -> str:
+    """`name` if it is an image name alone (`[host[:port]/]path`, its tag given apart), else ValueError."""
+    check_image_ref(name)
+    if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+        raise ValueError(f"invalid image name {name!r}: give the tag apart, not as part of the name")
+    return name
+
+
+def check_repository_path(path: str) -> str:
+    """`path` if it is a repository path on a registry (`acme/app`: no host, tag or digest), else ValueError."""
+    if not isinstance(path, str) or not _REPOSITORY_PATH.fullmatch(path) or len(path) > NAME_MAX_LENGTH:
+        raise ValueError(f"invalid repository path {str(path)[:60]!r}: expected lowercase components like acme/app, "
+                         "each of letters and digits joined by '.', '_', '__' or '-'")
+    return path
 
 
 def check_tag(tag: str) -> str:
@@ -81,7 +98,8 @@ def registry_host(value: str) -> str:
     """
     host = re.sub(r"^https?://", "", value.strip(), flags=re.IGNORECASE).rstrip("/")
     if not DOMAIN_PATTERN.fullmatch(host):
-        raise ValueError(f"invalid registry {value!r}: expected host[:port], e.g. ghcr.io or 127.0.0.1:5000")
+        # Not quoted: a URL with user:password@ in it would put that password into an error message.
+        raise ValueError("invalid registry URL: expected host[:port], e.g. ghcr.io or 127.0.0.1:5000")
     host = host.lower()
     return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
 

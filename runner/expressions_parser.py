@@ -222,8 +222,9 @@ def tokenize(text: str) -> list[Token]:
         match = _TOKEN.match(text, position)
         if match is None:
             raise _unexpected_character(text, position)
-        if match.lastgroup == "number" and _WORD.match(text, match.end()):
-            raise ExpressionError(f"invalid number '{_WORD.match(text, position).group()}'", position)
+        if match.lastgroup == "number" and (rest := _WORD.match(text, match.end())):
+            # From the match, not from `position`: a leading '-' is no word character (`-0null`).
+            raise ExpressionError(f"invalid number '{match.group()}{rest.group()}'", position)
         kind = match.group() if match.lastgroup == "operator" else match.lastgroup
         tokens.append(Token(kind, match.group(), position))
         position = _WHITESPACE.match(text, match.end()).end()

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from runner import process
-from runner.docker import Docker, check_image_ref, check_tag, registry_host, remove_image, split_domain
+from runner.docker import (
+    Docker,
+    check_image_name,
+    check_image_ref,
+    check_repository_path,
+    check_tag,
+    registry_host,
+    remove_image,
+    split_domain,
+)
 from runner.events import EventHub
 from runner.masking import SecretMasker
 from runner.stepcontext import BuiltinStepContext
@@ -57,6 +66,33 @@ def test_tags(tag, valid):
             check_tag(tag)
 
 
+@pytest.mark.security
+@pytest.mark.parametrize(("name", "valid"), [
+    ("acme/app", True), ("evil.example/x", True), ("127.0.0.1:5000/a", True), ("-t", False), ("--help", False),
+    ("a b", False), ("Upper", False), ("acme/app:1", False), (f"acme@{DIGEST}", False), ("x" * 256, False),
+])
+def test_image_names_alone(name, valid):
+    if valid:
+        assert check_image_name(name) == name
+    else:
+        with pytest.raises(ValueError, match="invalid image"):
+            check_image_name(name)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(("path", "valid"), [
+    ("acme/app", True), ("a", True), ("evil.example/x", True), ("a__b/c-d", True), ("-t", False), ("a//b", False),
+    ("a/-b", False), ("Evil/x", False), ("a:1", False), ("127.0.0.1:5000/a", False), ("/a", False), ("", False),
+    ("x" * 256, False),
+])
+def test_repository_paths(path, valid):
+    if valid:
+        assert check_repository_path(path) == path
+    else:
+        with pytest.raises(ValueError, match="invalid repository path"):
+            check_repository_path(path)
+
+
 @pytest.mark.parametrize(("value", "host"), [
     ("ghcr.io", "ghcr.io"), ("https://GHCR.io/", "ghcr.io"), ("127.0.0.1:5000", "127.0.0.1:5000"),
     ("http://localhost:5000", "localhost:5000"), ("index.docker.io", "docker.io"),
@@ -70,8 +106,9 @@ def test_registry_hosts(value, host):
 @pytest.mark.parametrize("value", ["-oProxyCommand=x", "evil.example/x", "user:pw@ghcr.io", "ghcr.io?x=1", "a b",
                                    "ftp://ghcr.io", "", "ghcr.io:port"])
 def test_registry_hosts_refused(value):
-    with pytest.raises(ValueError, match="invalid registry"):
+    with pytest.raises(ValueError, match="invalid registry") as caught:
         registry_host(value)
+    assert not value or value not in str(caught.value)  # "user:pw@ghcr.io" must not come back in a message
 
 
 def test_split_domain_tells_hosts_from_paths_as_docker_does():

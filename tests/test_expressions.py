@@ -269,6 +269,8 @@ PARSE_ERRORS = [
     ("-(1)", "unexpected character '-'", 0),
     ("1.2.3", "invalid number '1.2.3'", 0),
     ("0xZZ", "invalid number '0xZZ'", 0),
+    ("-0null", "invalid number '-0null'", 0),  # a '-' is no word character: found by fuzzing (was AttributeError)
+    ("1 == -1.5e3x", "invalid number '-1.5e3x'", 5),
     ("1 == 0x" + "f" * 300, "number out of range", 5),
     ("*", "unexpected token '*'", 0),
     ("env.a, env.b", "unexpected token ','", 5),

@@ -8,10 +8,11 @@ import re
 import threading
 import time
 from urllib.parse import quote, quote_plus
+from xml.sax.saxutils import escape
 
 import pytest
 
-from runner.masking import MASK, SecretMasker, is_maskable
+from runner.masking import MASK, SecretMasker, is_maskable, unmaskable_reason
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(10)]
 
@@ -41,6 +42,34 @@ def test_url_encoded_secret(encode):
     assert encoded != secret
     line = f"fatal: unable to access 'https://user:{encoded}@example.com/': 403"
     assert SecretMasker([secret]).mask(line) == "fatal: unable to access 'https://user:***@example.com/': 403"
+
+
+@pytest.mark.parametrize("encoded", [
+    quote("p@ss/w:rd+x= é"),  # the default safe set keeps '/'
+    quote("p@ss/w:rd+x= é", safe="").lower(),  # lower-case hex digits
+    quote("p@ss/w:rd+x= é", safe="@:"),  # some characters left as they are, others escaped
+    "p%40ss/w%3ard+x%3D+\\u00e9",  # URL and JSON escapes mixed, '+' for the space
+    json.dumps("p@ss/w:rd+x= é").strip('"').replace("/", "\\/"),  # JSON with an escaped '/'
+])
+def test_every_url_and_json_spelling_is_masked(encoded):
+    assert SecretMasker(["p@ss/w:rd+x= é"]).mask(f"url=https://u:{encoded}@host/") == "url=https://u:***@host/"
+
+
+@pytest.mark.parametrize("text", [escape('to<k>en&"q\'', {'"': "&quot;", "'": "&apos;"}),
+                                  "to&#60;k&#x3E;en&amp;&#34;q&#X27;"])
+def test_xml_escaped_secret(text):
+    assert SecretMasker(['to<k>en&"q\'']).mask(f"<password>{text}</password>") == "<password>***</password>"
+
+
+def test_characters_beyond_the_basic_plane_as_json_surrogate_pairs():
+    masker = SecretMasker(["key-\U0001F600-value"])
+    assert masker.mask(json.dumps("key-\U0001F600-value")) == '"***"'
+    assert masker.mask(json.dumps("key-\U0001F600-value", ensure_ascii=False)) == '"***"'
+
+
+def test_a_secret_without_letters_or_digits_is_masked_too():
+    masker = SecretMasker(["!@#$%^&*"])
+    assert masker.mask("a !@#$%^&* b %21%40%23%24%25%5E%26%2A") == "a *** b ***"
 
 
 @pytest.mark.parametrize("secret", ['pa"ss\\word', "line1\nline2-secret", "caf\u00e9-secret"])
@@ -147,3 +176,15 @@ def test_add_after_construction():
 ])
 def test_is_maskable(value, expected):
     assert is_maskable(value) is expected
+
+
+@pytest.mark.parametrize(("value", "multiline", "reason"), [
+    ("abcd", False, None), ("abc", False, "shorter than 4"), ("two\nlines-token", False, "line breaks"),
+    ("tab\tinside", False, "control characters"), ("  padded-token\n", False, None),
+    ("-----BEGIN KEY-----\nMIIEvQIBADAN\n-----END KEY-----\n", True, None),
+    ("-----BEGIN KEY-----\nab\n-----END KEY-----", True, "lines is shorter than 4"),
+    ("first-line\n\nthird-line", True, None), ("ab", True, "shorter than 4"),
+])
+def test_unmaskable_reason(value, multiline, reason):
+    found = unmaskable_reason(value, multiline=multiline)
+    assert (found is None) if reason is None else (reason in found and value.strip() not in found)

@@ -37,7 +37,6 @@ from tests.services.workers import (
     wait_for,
 )
 
-
 # -- thirty runs, a worker killed -------------------------------------------------------------------------------
 
 @pytest.mark.reliability

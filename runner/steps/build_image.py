@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from runner import openwebui
-from runner.docker import Docker, check_image_ref, check_tag
-from runner.masking import is_maskable, secret_forms
+from runner.docker import Docker, check_image_name, check_image_ref, check_tag
+from runner.masking import SecretMasker, is_maskable
 from runner.steps import BuiltinStep, StepContext, StepFailed
 from runner.timestamps import utcnow
 
@@ -35,6 +35,9 @@ IMAGE_PATHS = (("static/", "/app/build/"), ("backend/open_webui/static/", "/app/
 INDEX_HTML = "/app/build/index.html"  # built from src/app.html, so the base image's copy is patched instead
 IMAGE_ENV_PY = "/app/" + openwebui.ENV_PY
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(\S+)\s*")
+# The `with:` inputs that are parts of image references, each with its check alone: what the API and the linter
+# can refuse before a run, for values that are not expressions.
+IMAGE_INPUTS = {"image": check_image_name, "base_image": check_image_ref, "tag": check_tag}
 
 
 def run(context: StepContext) -> dict[str, Any]:
@@ -49,8 +52,8 @@ def run(context: StepContext) -> dict[str, Any]:
     build_args = {name: _text(value) for name, value in (inputs.get("build_args") or {}).items()}
     config = state.get("apply_config") or {}
     secrets = [*context.secrets.values(), *(config.get("secret_env") or {}).values()]
-    _refuse_secrets("build_arg", build_args, secrets)
-    _refuse_secrets("label", inputs.get("labels") or {}, secrets)
+    refuse_secrets("build_arg", build_args, secrets)
+    refuse_secrets("label", inputs.get("labels") or {}, secrets)
     env = _image_env(context, state.get("apply_branding") or {}, config)
     created = utcnow()
     labels = {**(inputs.get("labels") or {}), **_oci_labels(clone, created)}
@@ -81,18 +84,16 @@ def _megabytes(size: int | None) -> str:
     return "size unknown" if size is None else f"{size / 1e6:.1f} MB"
 
 
-def _carries_secret(value: str, secret: str) -> bool:
-    if not is_maskable(secret):  # too short to look for inside other text without refusing ordinary values
-        return bool(secret.strip()) and value.strip() == secret.strip()
-    return any(form in value for form in secret_forms(secret))
-
-
-def _refuse_secrets(kind: str, values: Mapping[str, str], secrets: Iterable[Any]) -> None:
+def refuse_secrets(kind: str, values: Mapping[str, str], secrets: Iterable[Any]) -> None:
     """StepFailed with code secret_in_<kind> when one of `values` (build args or labels) carries a secret."""
     # Both stay readable in the image (docker history, docker inspect) for anyone who can pull it.
     secrets = [secret for secret in secrets if isinstance(secret, str)]
+    # A value carries a secret where masking would change it (any encoded form counts); secrets too short to look
+    # for inside other text only when they are the whole value, or ordinary values would be refused.
+    masker = SecretMasker(secret for secret in secrets if is_maskable(secret))
+    short = {secret.strip() for secret in secrets if secret.strip() and not is_maskable(secret)}
     for name, value in values.items():
-        if any(_carries_secret(value, secret) for secret in secrets):
+        if value.strip() in short or masker.mask(value) != value:
             raise StepFailed(
                 f"{kind.replace('_', ' ')} {name!r} carries a secret, which would stay readable "
                 "in the image; settings reach it as ENV lines from apply_config (secret ones only with "

@@ -8,10 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runner.docker import DOCKER_HUB, Docker, check_image_ref, registry_host, split_domain
+from runner.docker import (
+    DOCKER_HUB,
+    Docker,
+    check_image_ref,
+    check_repository_path,
+    check_tag,
+    registry_host,
+    split_domain,
+)
 from runner.steps import BuiltinStep, StepContext, StepFailed
 
 KEY = "push_registry"
+# The `with:` inputs that are parts of image references (as build_image.IMAGE_INPUTS); each tag of `tags` alone.
+IMAGE_INPUTS = {"repository": check_repository_path, "tags": check_tag}
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ def run(context: StepContext) -> dict[str, Any]:
     target = _target(inputs)
     if target.secret:
         context.add_mask(target.secret)
-    repository = inputs.get("repository") or _default_repository(built["name"], target.namespace)
+    repository = inputs.get("repository") or _default_repository(built["name"], target.host, target.namespace)
     tags = inputs.get("tags") or [built["tag"]]
     try:
         refs = [check_image_ref(f"{target.host}/{repository}:{tag}") for tag in tags]
@@ -91,8 +101,14 @@ def _target(inputs: dict[str, Any]) -> Target:
                   stored.namespace or None, stored.id)
 
 
-def _default_repository(image_name: str, namespace: str | None) -> str:
-    path = split_domain(image_name)[1]
+def _default_repository(image_name: str, host: str, namespace: str | None) -> str:
+    """<namespace>/<image path>; refused when the image names a registry other than `host` (evil.example/x)."""
+    domain, path = split_domain(image_name)
+    # Pushing it elsewhere under its path would not be what was asked; the credential belongs to `host` alone.
+    if domain is not None and registry_host(domain) != host:
+        raise StepFailed(f"the image {image_name} names the registry {domain}, but the credential is for {host} "
+                         f"and is only ever sent there; set `repository` to push it to {host}",
+                         "credential_host_mismatch")
     return f"{namespace.strip('/')}/{path}" if namespace else path
 
 
