@@ -14,10 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.services.api_server import ApiServer, start_api_server
 
 MARKER_NAME = "pwned"
+
+# The property tests' settings, applied per test (@FUZZ), not loaded globally: schemathesis keeps its own.
+# FORGEYARD_FUZZ_EXAMPLES raises the count for a longer search; no example database is written into the checkout.
+FUZZ = settings(max_examples=int(os.environ.get("FORGEYARD_FUZZ_EXAMPLES", "300")), deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def make_canary(label: str = "CANARY") -> str:

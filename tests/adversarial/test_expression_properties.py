@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from api.errors import ApiError
@@ -23,13 +22,10 @@ from runner.shell import ShellError, bind_expressions
 from runner.spec import load_spec
 from runner.steps import all_steps
 from runner.yamlsource import load_yaml
+from tests.adversarial.conftest import FUZZ
 
 pytestmark = pytest.mark.security
 
-settings.register_profile("forgeyard-fuzz", max_examples=int(os.environ.get("FORGEYARD_FUZZ_EXAMPLES", "300")),
-                          deadline=None, database=None,  # no example database written into the checkout
-                          suppress_health_check=[HealthCheck.too_slow])
-FUZZ = settings.get_profile("forgeyard-fuzz")
 
 # -- expressions ----------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from runner.git import (
@@ -25,12 +25,10 @@ from runner.git import (
     is_internal_host,
     parse_repo_url,
 )
+from tests.adversarial.conftest import FUZZ
 
 pytestmark = pytest.mark.security
 
-# Applied per test, not loaded globally: other hypothesis users (schemathesis) keep their own settings.
-settings.register_profile("git-policy", max_examples=300, deadline=None, database=None)
-PROFILE = settings.get_profile("git-policy")
 
 TEST_FLAGS = {"FORGEYARD_ALLOW_LOCAL_REPOS": "1", "FORGEYARD_ALLOW_HTTP_GIT": "1",
               "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1"}
@@ -87,7 +85,7 @@ def _no_dns(*_args, **_kwargs):
 
 
 @pytest.mark.parametrize("flags", [PRODUCTION, TEST_FLAGS], ids=["production", "test-flags"])
-@settings(PROFILE)
+@FUZZ
 @given(url=st.one_of(st.text(), URLISH))
 @example(url="https://[")  # urlsplit's own ValueError ("Invalid IPv6 URL"): found by this test once
 @example(url="file://[")
@@ -99,7 +97,7 @@ def test_any_text_gets_a_verdict_and_what_is_accepted_is_safe(flags, url):
         _assert_safe(url, verdict, flags)
 
 
-@settings(PROFILE)
+@FUZZ
 @given(scheme=st.sampled_from(["https://", "http://", "ssh://", ""]),
        user=st.text(string.ascii_lowercase, min_size=1, max_size=8),
        secret=st.text(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=", max_size=12),
@@ -118,7 +116,7 @@ def _git_branch_name_ok(ref: str) -> bool:
     return result.returncode == 0
 
 
-@settings(PROFILE)
+@FUZZ
 @given(ref=st.one_of(st.text(), REFISH))
 def test_any_ref_gets_a_verdict_and_what_is_accepted_is_a_branch_name_git_accepts(ref):
     try:

@@ -7,25 +7,21 @@ reaching the schema and lint (expressions, built-in steps, file paths), and vali
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.diagnostics import DiagnosticError
 from runner.spec import Spec, load_spec
+from tests.adversarial.conftest import FUZZ
 
 pytestmark = pytest.mark.security
 
-settings.register_profile(
-    "forgeyard-yaml", max_examples=int(os.environ.get("FORGEYARD_FUZZ_EXAMPLES", "300")), deadline=None,
-    database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-PROFILE = settings.get_profile("forgeyard-yaml")
 MAX_SECONDS = 5.0  # for one load; the largest generated texts are a few kB
 
 VALID = [path.read_text() for path in sorted((Path(__file__).parent.parent / "pipelines" / "valid").glob("*.yml"))]
@@ -75,25 +71,25 @@ pipelines = st.fixed_dictionaries(
               "env": st.dictionaries(words, scalars, max_size=2), "name": scalars})
 
 
-@PROFILE
+@FUZZ
 @given(st.text(alphabet=st.characters(exclude_categories=()), max_size=300))
 def test_any_text_loads_or_is_located(text: str):
     check(text)
 
 
-@PROFILE
+@FUZZ
 @given(st.lists(st.sampled_from(TOKENS), max_size=60).map("".join))
 def test_any_soup_of_yaml_tokens_loads_or_is_located(text: str):
     check(text)
 
 
-@PROFILE
+@FUZZ
 @given(st.one_of(data, pipelines), st.booleans())
 def test_any_data_dumped_as_yaml_loads_or_is_located(value: Any, flow: bool):
     check(yaml.safe_dump(value, default_flow_style=flow, allow_unicode=not flow, sort_keys=False))
 
 
-@PROFILE
+@FUZZ
 @given(st.sampled_from(VALID), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 5), st.sampled_from(TOKENS)),
                                         min_size=1, max_size=4))
 def test_valid_pipelines_with_random_edits_load_or_are_located(text: str, edits: list[tuple[float, int, str]]):
