@@ -32,14 +32,23 @@ class UsageError(Exception):
     """A mistake on the command line; printed and answered with exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `command`, only that command's arguments (each parser costs a few ms of
+    gettext look-ups, which every start-up would pay for twenty of them)."""
     parser = argparse.ArgumentParser(
         prog="forgeyard", description="Build customized Open WebUI packages from YAML pipelines.",
         epilog="example:\n  forgeyard run pipelines/hello.yml --input who=world",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_arguments) in _COMMANDS.items():
+        if command in (None, name):
+            add_arguments(commands.add_parser(
+                name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
 
-    run = _command(commands, "run", "run a pipeline file and stream its log")
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("file", metavar="FILE", help="the pipeline YAML file")
     run.add_argument("--input", action="append", default=[], metavar="K=V", help="an input value (repeatable)")
     run.add_argument("--secret", action="append", default=[], metavar="K=V",
@@ -51,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-workspace", action="store_true", help="keep the workspace after the run")
     run.add_argument("--json", action="store_true", help="print the result as JSON (the live log goes to stderr)")
 
-    validate = _command(commands, "validate", "check pipeline files; errors as FILE:LINE:COL: message")
+
+def _validate_arguments(validate: argparse.ArgumentParser) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE")
 
-    runs = _command(commands, "runs", "list recorded runs, show one, or print its log")
+
+def _runs_arguments(runs: argparse.ArgumentParser) -> None:
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     runs_list = runs_commands.add_parser("list", help="newest runs first")
     runs_list.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
@@ -70,49 +81,65 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cancel = runs_commands.add_parser("cancel", help="cancel a pending or running run")
     runs_cancel.add_argument("run_id", type=int, metavar="ID")
 
-    serve = _command(commands, "serve", "serve the REST API with embedded workers and the cleanup timer")
+
+def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2, metavar="N", help="runs executed at once (0: API only)")
 
-    worker = _command(commands, "worker", "claim queued runs from the shared database and execute them")
+
+def _worker_arguments(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--concurrency", type=int, default=2, metavar="N")
 
-    token = _command(commands, "token", "create an API token (printed once; only its hash is stored)")
+
+def _token_arguments(token: argparse.ArgumentParser) -> None:
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     token_create = token_commands.add_parser("create", help="a new token for a role")
     token_create.add_argument("--name", required=True)
     token_create.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
 
-    _command(commands, "cleanup", "remove expired ZIP files and local images, and mark their records")
 
-    hook = _command(commands, "hook", "install or remove the git hook that runs .forgeyard/*.yml pipelines on push")
+def _hook_arguments(hook: argparse.ArgumentParser) -> None:
     hook_commands = hook.add_subparsers(dest="hook_command", metavar="ACTION", required=True)
     for action in ("install", "uninstall"):
         hook_action = hook_commands.add_parser(action, help=f"{action} the hook (bare repository: post-receive)")
         hook_action.add_argument("repo_dir", metavar="REPO_DIR")
         hook_action.add_argument("--local", action="store_true", help="a work tree: post-commit and post-merge")
 
-    trigger = _command(commands, "trigger", "queue the pipelines a git event matches")
+
+def _trigger_arguments(trigger: argparse.ArgumentParser) -> None:
     trigger_commands = trigger.add_subparsers(dest="trigger_command", metavar="EVENT", required=True)
     push = trigger_commands.add_parser("push", help="OLD NEW REF as arguments, or lines of them on stdin")
     push.add_argument("--repo", default=".", metavar="DIR", help="the repository pushed to (default: here)")
     push.add_argument("update", nargs="*", metavar="OLD NEW REF")
 
-    _command(commands, "scheduler", "run the cron scheduler alone (forgeyard serve runs it too)")
 
-    workers = _command(commands, "workers", "list workers with their last heartbeat and current runs")
+def _workers_arguments(workers: argparse.ArgumentParser) -> None:
     workers.add_argument("--json", action="store_true")
-    return parser
 
 
-def _command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
-    return commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
-                               epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter)
+def _no_arguments(_parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+_COMMANDS = {
+    "run": ("run a pipeline file and stream its log", _run_arguments),
+    "validate": ("check pipeline files; errors as FILE:LINE:COL: message", _validate_arguments),
+    "runs": ("list recorded runs, show one, or print its log", _runs_arguments),
+    "serve": ("serve the REST API with embedded workers and the cleanup timer", _serve_arguments),
+    "worker": ("claim queued runs from the shared database and execute them", _worker_arguments),
+    "token": ("create an API token (printed once; only its hash is stored)", _token_arguments),
+    "cleanup": ("remove expired ZIP files and local images, and mark their records", _no_arguments),
+    "hook": ("install or remove the git hook that runs .forgeyard/*.yml pipelines on push", _hook_arguments),
+    "trigger": ("queue the pipelines a git event matches", _trigger_arguments),
+    "scheduler": ("run the cron scheduler alone (forgeyard serve runs it too)", _no_arguments),
+    "workers": ("list workers with their last heartbeat and current runs", _workers_arguments),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 # Diagnostic codes that are the security catalogue's own: the API answers a refused pipeline with the first of
 # them among its errors as `code`, so a client can tell why; any other problem is `invalid_pipeline`.
-API_CODES = frozenset({"invalid_path", "forbidden_path"})
+API_CODES = frozenset({"invalid_path", "forbidden_path", "invalid_image_ref", "invalid_repo_url", "blocked_host",
+                       "credentials_in_url", "invalid_ref"})
 
 
 @dataclass(frozen=True, order=True)

@@ -9,16 +9,19 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import expressions, process, settings
 from runner.envfiles import parse_env_file, parse_path_file
 from runner.events import EventHub, JobReport, StepReport
 from runner.plan import JobPlan, StepPlan
+from runner.processgroup import shared_watchdog
 from runner.shell import bind_expressions, script_suffix, shell_argv
-from runner.stepcontext import BuiltinStepContext
 from runner.steps import StepFailed, get_step
 from runner.timestamps import utcnow
+
+if TYPE_CHECKING:
+    from runner.stepcontext import BuiltinStepContext
 
 # Host variables a step may see; anything else (the server's own secrets, database URLs) stays out.
 PASSTHROUGH_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "SHELL",
@@ -77,14 +80,16 @@ class JobRunner:
             self.context.env = self._evaluate_env(self.info.plan_env, {})
             self.context.env = self._evaluate_env(self.job.env, self.context.env)
             self.deadline = time.monotonic() + 60 * float(self._value(self.job.timeout_minutes))
-            for plan, step in zip(self.job.steps, report.steps, strict=True):
-                status = self._run_step_if_due(plan, step, status)
+            with shared_watchdog():  # one watchdog process for all the job's steps, not one each
+                for plan, step in zip(self.job.steps, report.steps, strict=True):
+                    status = self._run_step_if_due(plan, step, status)
         except ValueError as error:
             self.hub.log(self.job.id, None, f"Error: {error}", system=True)
             status = "failure"
         if self.cancel.cancelled and status == "success":
             status = "cancelled"  # cancelled before or between steps: skipped steps alone would read as success
-        report.outputs = self._job_outputs()
+        # Masked as step outputs are: they are recorded, shown by `runs show` and handed to dependent jobs.
+        report.outputs = {name: self.hub.masker.mask(value) for name, value in self._job_outputs().items()}
         report.status = status
         report.completed_at = utcnow()
         self.hub.log(self.job.id, None, f"Job {self.job.name}: {status}", system=True)
@@ -249,6 +254,8 @@ class JobRunner:
         return "success" if result.exit_code == 0 else "failure"
 
     def _run_builtin(self, plan: StepPlan, step: StepReport, env: dict[str, str], timeout: float | None) -> str:
+        from runner.stepcontext import BuiltinStepContext  # built-in steps only: a job of scripts never loads it
+
         builtin = get_step(plan.uses or "")
         if builtin is None:
             raise ValueError(f"unknown built-in step {plan.uses!r}")

@@ -12,7 +12,7 @@ from runner.cron import cron_problem
 from runner.diagnostics import Diagnostic
 from runner.schema import describe, validate_step_inputs
 from runner.shell import is_sh_family
-from runner.steps import all_steps, get_step
+from runner.steps import all_steps, declared_step
 from runner.yamlsource import Document, NodePath, diagnostic_at, format_path, position_in_string, position_of
 
 Problem = tuple[str, str] | None  # (message, code) of a reference that cannot be read
@@ -160,7 +160,7 @@ def check_builtin_steps(document: Document) -> Iterator[Diagnostic]:
             if not isinstance(key, str) or "run" in step:  # a step with both is already an error
                 continue
             path = ("jobs", job_id, "steps", index)
-            builtin = get_step(key)
+            builtin = declared_step(key)
             if builtin is None:
                 keys = [s.key for s in all_steps()]
                 close = difflib.get_close_matches(key, keys, n=1)
@@ -197,6 +197,44 @@ def check_file_paths(document: Document) -> Iterator[Diagnostic]:
                     check_tree_path(value, write=write)
                 except TreePathError as error:
                     yield diagnostic_at(document, path, error.code, f"{format_path(path)}: {error}")
+
+
+def check_clone_sources(document: Document) -> Iterator[Diagnostic]:
+    """clone_repo's repository URL and ref as written, against runner.git's policy (a host name's addresses are
+    checked when the step runs). Values holding `${{` are known at run time only; the step checks those itself."""
+    for job_id, job in _jobs(document).items():
+        for index, step in _steps(job):
+            if step.get("uses") != "clone_repo" or "run" in step:
+                continue
+            from runner.steps.clone_repo import input_problems
+
+            for name, error in input_problems(_mapping(step.get("with"))):
+                path = ("jobs", job_id, "steps", index, "with", name)
+                yield diagnostic_at(document, path, error.code, f"{format_path(path)}: {error}")
+
+
+def check_image_refs(document: Document) -> Iterator[Diagnostic]:
+    """Image names, tags and repository paths of the docker steps as written: what docker would read as an option
+    or another name is refused. Values holding `${{` are known at run time only; the steps check those."""
+    for job_id, job in _jobs(document).items():
+        for index, step in _steps(job):
+            if step.get("uses") not in ("build_image", "push_registry") or "run" in step:
+                continue
+            # Imported only for a pipeline that builds or pushes images.
+            from runner.steps import build_image, push_registry
+
+            checks = {"build_image": build_image.IMAGE_INPUTS, "push_registry": push_registry.IMAGE_INPUTS}
+            inputs = _mapping(step.get("with"))
+            for field, check in checks[step["uses"]].items():
+                value = inputs.get(field)
+                for place, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                    if not isinstance(item, str) or "${{" in item:
+                        continue  # another type is the schema's to report
+                    path = ("jobs", job_id, "steps", index, "with", field, *(() if place is None else (place,)))
+                    try:
+                        check(item)
+                    except ValueError as error:
+                        yield diagnostic_at(document, path, "invalid_image_ref", f"{format_path(path)}: {error}")
 
 
 _INPUT_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -432,6 +470,8 @@ _CHECKS: tuple[Callable[[Document], Iterator[Diagnostic]], ...] = (
     check_step_ids,
     check_builtin_steps,
     check_file_paths,
+    check_image_refs,
+    check_clone_sources,
     check_input_defaults,
     check_script_expressions,
     check_expressions,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.processgroup import KILL_GRACE_SECONDS, Terminator, Watchdog, group_alive, signal_group, terminate_group
+from runner.processgroup import KILL_GRACE_SECONDS, Terminator, group_alive, guard, signal_group, terminate_group
 
 READER_DRAIN_SECONDS = 1.0  # after the group is gone, for a process outside it that still holds the pipe
 MAX_LINE_BYTES = 64 * 1024
@@ -168,8 +168,9 @@ def _feed_stdin(fd: int, data: bytes, wake_fd: int) -> None:
 
 
 def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
-           with_stdin: bool) -> tuple[subprocess.Popen, Watchdog, int, int | None]:
-    """Start `argv` as the leader of a new process group guarded by a watchdog; returns both and its fds."""
+           with_stdin: bool) -> tuple[subprocess.Popen, Callable[[], None], int, int | None]:
+    """Start `argv` as the leader of a new process group guarded by a watchdog; returns it, what releases the
+    group from the watchdog once it is gone, and its fds."""
     out_read, out_write = os.pipe()
     in_read, in_write = os.pipe() if with_stdin else (None, None)
     try:
@@ -183,13 +184,13 @@ def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
     finally:
         _close(out_write, in_read)
     try:
-        watchdog = Watchdog(proc.pid)  # start_new_session makes the process its group's leader
+        release = guard(proc.pid)  # start_new_session makes the process its group's leader
     except BaseException:
         signal_group(proc.pid, signal.SIGKILL)  # unguarded, the step must not run at all
         proc.wait()
         _close(out_read, in_write)
         raise
-    return proc, watchdog, out_read, in_write
+    return proc, release, out_read, in_write
 
 
 def _close(*fds: int | None) -> None:
@@ -238,7 +239,7 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, o
     started = time.monotonic()
     if cancel is not None and cancel.cancelled:
         return ProcessResult(None, False, True, 0.0, None)
-    proc, watchdog, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
+    proc, release, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
     pgid = proc.pid
     terminator = Terminator(pgid, kill_grace)
     splitter = _LineSplitter(on_line)
@@ -258,7 +259,7 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, o
         if group_alive(pgid):
             terminate_group(pgid, kill_grace)
         proc.wait()  # reaps the leader if the first wait was interrupted
-        watchdog.stop()
+        release()
         _finish_threads(threads, wake_fd)
         _close(out_fd, wake_fd)
     if splitter.error is not None:

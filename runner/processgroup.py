@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL of a step's process group
 KILL_WAIT_SECONDS = 5.0  # how long SIGKILLed processes get to disappear (one stuck in D state may never)
@@ -98,23 +99,26 @@ class Terminator:
 
 
 class Watchdog:
-    """Kills a step's process group when this process dies first (SIGKILL, OOM killer), as our cleanup then cannot.
+    """Kills the process groups it guards when this process dies first (SIGKILL, OOM killer), as our cleanup then
+    cannot.
 
-    A tiny shell in a session of its own blocks reading a pipe whose write end only this process holds (both ends
-    are close-on-exec and every child is spawned with close_fds): the kernel closes that end when we die, the read
-    sees EOF and the shell SIGKILLs the group. A thread, an atexit hook or PR_SET_PDEATHSIG (a preexec_fn, unsafe
-    in a threaded worker, and tied to the spawning thread) cannot do this. The group is started first, so a death
-    in the microseconds between the two spawns still leaks it.
+    A tiny shell in a session of its own reads "+ PGID" (guard) and "- PGID" (release) lines from a pipe whose write
+    end only this process holds (both ends are close-on-exec and every child is spawned with close_fds): the kernel
+    closes that end when we die, the read sees EOF and the shell SIGKILLs the groups still guarded. A thread, an
+    atexit hook or PR_SET_PDEATHSIG (a preexec_fn, unsafe in a threaded worker, and tied to the spawning thread)
+    cannot do this. A group is started first, so a death in the microseconds before it is guarded still leaks it.
     """
 
-    SCRIPT = 'read _; kill -9 -"$1"'  # stdin at EOF: every write end is closed
+    SCRIPT = ('guarded=" "; while read -r op pgid; do case $op in +) guarded="$guarded$pgid ";; '
+              '-) guarded="${guarded% $pgid *} ${guarded#* $pgid }";; esac; done; '  # stdin at EOF: we are gone
+              'for pgid in $guarded; do kill -9 -"$pgid"; done')
 
-    def __init__(self, pgid: int) -> None:
+    def __init__(self) -> None:
         read_fd, self._write_fd = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                ["/bin/sh", "-c", self.SCRIPT, "forgeyard-watchdog", str(pgid)], env={}, cwd="/", close_fds=True,
-                start_new_session=True,  # outside the step's group, and out of reach of signals sent to ours
+                ["/bin/sh", "-c", self.SCRIPT, "forgeyard-watchdog"], env={}, cwd="/", close_fds=True,
+                start_new_session=True,  # outside the steps' groups, and out of reach of signals sent to ours
                 stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except BaseException:
             os.close(self._write_fd)
@@ -122,8 +126,60 @@ class Watchdog:
         finally:
             os.close(read_fd)
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def guard(self, pgid: int) -> None:
+        os.write(self._write_fd, f"+ {pgid}\n".encode())
+
+    def release(self, pgid: int) -> None:
+        """Once group `pgid` is gone: forget it before the pgid can be reused."""
+        with contextlib.suppress(OSError):  # a watchdog that was killed guards nothing anyway
+            os.write(self._write_fd, f"- {pgid}\n".encode())
+
     def stop(self) -> None:
-        """Once the group is gone: end the watchdog before it can see EOF (the pgid may be reused), drop the pipe."""
+        """Once its groups are gone: end the watchdog before it can see EOF (a pgid may be reused), drop the pipe."""
         self._proc.kill()
         self._proc.wait()
         os.close(self._write_fd)
+
+
+_scope = threading.local()  # `watchdog`: the calling thread's shared Watchdog (None until needed), in shared_watchdog
+
+
+@contextlib.contextmanager
+def shared_watchdog() -> Iterator[None]:
+    """Within this block the process groups the calling thread starts share one watchdog, started with the first of
+    them and stopped at the end: a job's steps pay for one, not for a fork and exec each (~3 ms a step)."""
+    if hasattr(_scope, "watchdog"):  # nested: the outer block's watchdog serves
+        yield
+        return
+    _scope.watchdog = None
+    try:
+        yield
+    finally:
+        watchdog = _scope.watchdog
+        del _scope.watchdog
+        if watchdog is not None:
+            watchdog.stop()
+
+
+def guard(pgid: int) -> Callable[[], None]:
+    """Put group `pgid`, just started, under a watchdog: the thread's shared one, else one of its own.
+
+    Returns what to call once the group is gone; raises OSError when no watchdog can guard it."""
+    if not hasattr(_scope, "watchdog"):
+        watchdog = Watchdog()
+        try:
+            watchdog.guard(pgid)
+        except BaseException:
+            watchdog.stop()
+            raise
+        return watchdog.stop
+    shared = _scope.watchdog
+    if shared is None or not shared.alive():  # not started yet, or killed by someone: a new one takes over
+        if shared is not None:
+            shared.stop()
+        shared = _scope.watchdog = Watchdog()
+    shared.guard(pgid)
+    return lambda: shared.release(pgid)

@@ -6,18 +6,14 @@ import math
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
-
-import yaml
-from yaml.composer import Composer
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any
 
 from runner.diagnostics import Diagnostic, DiagnosticError
+
+if TYPE_CHECKING:
+    from yaml import Event, Mark, YAMLError
+    from yaml.nodes import Node, ScalarNode
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -42,35 +38,42 @@ _LINE_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")  # what PyYAML counts a
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no character, and not encodable as UTF-8
 
 
-class _CoreResolver(BaseResolver):
-    """Resolves plain scalars by the table above instead of PyYAML's YAML 1.1 rules (`on:` stays a string)."""
+@cache
+def loaders() -> dict[str, type]:
+    """The YAML loader classes by name, the one load_yaml uses first: PyYAML is imported on the first parse only
+    (a Spec whose verdict is cached parses nothing)."""
+    from yaml.composer import Composer
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.resolver import BaseResolver
+    from yaml.scanner import Scanner
 
+    class CoreResolver(BaseResolver):
+        """Resolves plain scalars by _PATTERNS instead of PyYAML's YAML 1.1 rules (`on:` stays a string)."""
 
-for _tag, _first in ((NULL, ["~", "n", "N", ""]), (BOOL, list("tTfF")), (INT, list("-+0123456789")),
-                     (FLOAT, list("-+.0123456789"))):
-    _CoreResolver.add_implicit_resolver(_tag, re.compile(f"^(?:{_PATTERNS[_tag].pattern})$"), _first)
+    for tag, first in ((NULL, ["~", "n", "N", ""]), (BOOL, list("tTfF")), (INT, list("-+0123456789")),
+                       (FLOAT, list("-+.0123456789"))):
+        CoreResolver.add_implicit_resolver(tag, re.compile(f"^(?:{_PATTERNS[tag].pattern})$"), first)
 
+    class PyLoader(Reader, Scanner, Parser, Composer, CoreResolver):
+        def __init__(self, stream: str):
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            CoreResolver.__init__(self)
 
-class _PyLoader(Reader, Scanner, Parser, Composer, _CoreResolver):
-    def __init__(self, stream: str):
-        Reader.__init__(self, stream)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        _CoreResolver.__init__(self)
+    try:  # libyaml parses several times faster; its error texts differ slightly from the pure-Python parser's
+        from yaml.cyaml import CParser
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        return {"python": PyLoader}
 
-
-try:  # libyaml parses several times faster; its error texts differ slightly from the pure-Python parser's
-    from yaml.cyaml import CParser
-
-    class _CLoader(CParser, _CoreResolver):
+    class CLoader(CParser, CoreResolver):
         def __init__(self, stream: str):
             CParser.__init__(self, stream)
-            _CoreResolver.__init__(self)
+            CoreResolver.__init__(self)
 
-    _Loader: type = _CLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = _PyLoader
+    return {"libyaml": CLoader, "python": PyLoader}
 
 
 @dataclass
@@ -153,9 +156,12 @@ def load_yaml(text: str, filename: str = "<yaml>") -> Document:
         line, col = Document(None, {}, {}, {}, text).line_col(surrogate.start())
         raise DiagnosticError([_error(filename, line, col, "encoding",
                                       f"character #x{ord(surrogate.group()):04x} is a lone surrogate, not text")])
+    import yaml
+
+    loader = next(iter(loaders().values()))
     try:
-        _check_limits(text, filename)
-        root = yaml.compose(text, Loader=_Loader)
+        _check_limits(text, filename, loader)
+        root = yaml.compose(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise DiagnosticError([_syntax_error(exc, text, filename)]) from None
     document = Document(None, {}, {}, {}, text, filename)
@@ -167,14 +173,16 @@ def load_yaml(text: str, filename: str = "<yaml>") -> Document:
     return document
 
 
-def _check_limits(text: str, filename: str) -> None:
+def _check_limits(text: str, filename: str, loader: type) -> None:
     """Depth and size after alias expansion, on the event stream: the composer recurses once per level,
     and a billion-laughs document is small until its aliases are expanded (nodes, or one long string
     named many times)."""
+    import yaml
+
     sizes: dict[str, tuple[int, int, int]] = {}  # anchor → (nodes, nesting depth, characters) of what it names
     open_: list[list] = []  # per open collection: [anchor, nodes before it, characters before it, deepest depth]
     nodes = chars = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.CollectionEndEvent):
             anchor, nodes_before, chars_before, deepest = open_.pop()
             if anchor is not None:
@@ -208,11 +216,13 @@ def _check_limits(text: str, filename: str) -> None:
             sizes[event.anchor] = (1, 0, length)
 
 
-def _limit_error(filename: str, event: yaml.Event, message: str) -> DiagnosticError:
+def _limit_error(filename: str, event: Event, message: str) -> DiagnosticError:
     return DiagnosticError([_error(filename, *_position(event.start_mark), "yaml-limit", message)])
 
 
-def _syntax_error(exc: yaml.YAMLError, text: str, filename: str) -> Diagnostic:
+def _syntax_error(exc: YAMLError, text: str, filename: str) -> Diagnostic:
+    import yaml
+
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
         message = exc.problem or exc.context or "unreadable YAML"
@@ -242,13 +252,12 @@ class _Converter:
 
     def convert(self, node: Node, path: NodePath) -> Any:
         self.document.positions[path] = _position(node.start_mark)
-        if isinstance(node, ScalarNode):
+        if node.id == "scalar":
             return self._scalar(node, path)
         if node.tag not in _COLLECTION_TAGS:
             return self._report(node, path, "yaml-tag", _unsupported(node.tag))
-        if isinstance(node, SequenceNode):
+        if node.id == "sequence":
             return [self.convert(item, (*path, index)) for index, item in enumerate(node.value)]
-        assert isinstance(node, MappingNode)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = self._key(key_node, path)
@@ -266,7 +275,7 @@ class _Converter:
 
     def _key(self, node: Node, path: NodePath) -> str | None:
         # Keys are kept as written ('on', '1', 'true'): JSON and the schema only know string keys.
-        if not isinstance(node, ScalarNode):
+        if node.id != "scalar":
             return self._report(node, path, "yaml-key", "a mapping key must be a plain string")
         if node.tag not in _PATTERNS and node.tag != STR:
             return self._report(node, path, "yaml-tag", _unsupported(node.tag))
@@ -303,7 +312,7 @@ class _Converter:
                                         message))
 
 
-def _position(mark: yaml.Mark) -> Position:
+def _position(mark: Mark) -> Position:
     return mark.line + 1, mark.column + 1
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from runner import processgroup
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "pipelines").glob("*.yml"))
 # The pipelines that need nothing but a shell; the build pipelines run in tests/test_build_pipelines.py.
@@ -221,3 +223,82 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_process(home, tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     runs = json.loads(forgeyard(home, "runs", "list", "--json").stdout)
     assert runs[0]["status"] == "cancelled"
+
+
+# --- start-up: a file whose verdict is cached (runner.verdicts) loads nothing its command does not use ----------
+
+# Each costs tens of milliseconds at every start: the validator (jsonschema, PyYAML, the linter), the image, docker,
+# AWS and crypto libraries of some built-in steps, the API server, the cron parser.
+HEAVY = ("jsonschema", "yaml", "PIL", "docker", "starlette", "boto3", "cryptography", "croniter", "psycopg2",
+         "runner.lint", "runner.steps.")
+REPORTING_MODULES = ("import sys; from runner.cli import main; code = main(sys.argv[1:]); "
+                     "print('modules:', *sorted(sys.modules), file=sys.stderr); sys.exit(code)")
+
+
+def _modules(home: Path, *args: str) -> set[str]:
+    result = subprocess.run([sys.executable, "-c", REPORTING_MODULES, *args], capture_output=True, text=True,
+                            env=_env(home), cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(next(line for line in result.stderr.splitlines() if line.startswith("modules: ")).split()[1:])
+
+
+def _heavy(modules: set[str]) -> set[str]:
+    return {name for name in modules if name.split(".")[0] in HEAVY or name.startswith(HEAVY)}
+
+
+def test_a_known_file_is_validated_and_run_without_the_validator_or_the_steps_libraries(tmp_path, monkeypatch):
+    monkeypatch.delenv("FORGEYARD_DATABASE_URL", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    builds = write(tmp_path, """
+        on: {schedule: [{cron: "0 3 * * *"}]}
+        jobs:
+          package:
+            steps:
+              - uses: clone_repo
+                with: {repository: official}
+              - uses: create_zip
+              - uses: build_image
+              - uses: push_registry
+                with: {registry: registry.example.com, repository: acme/webui}
+    """, "builds.yml")
+    script = write(tmp_path, "jobs: {a: {steps: [{run: echo one}, {run: echo two}]}}\n", "script.yml")
+    first = _modules(home, "validate", str(builds), str(script))
+    assert "jsonschema" in first and not first & {"PIL", "docker", "starlette", "boto3"}, "no step is imported to lint"
+    assert _heavy(_modules(home, "validate", str(builds), str(script))) == set()
+    run = _modules(home, "run", str(script))
+    assert _heavy(run) == set() and "peewee" in run
+
+
+@pytest.mark.reliability
+def test_a_killed_run_takes_its_step_processes_along(tmp_path, monkeypatch):
+    """SIGKILL leaves the run no cleanup: the watchdog its job's steps share kills the step group still running."""
+    monkeypatch.delenv("FORGEYARD_DATABASE_URL", raising=False)
+    pids = tmp_path / "pids"
+    pipeline = write(tmp_path, f"""
+        jobs:
+          doomed:
+            steps:
+              - run: echo "a step the same watchdog guarded and released"
+              - run: |
+                  trap '' TERM
+                  sleep 300 &
+                  echo "$$ $!" > {pids}.tmp; mv {pids}.tmp {pids}
+                  wait
+    """)
+    process = subprocess.Popen([sys.executable, "-m", "runner", "run", str(pipeline)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=_env(tmp_path / "home"), cwd=ROOT,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the step did not start"
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    shell, child = map(int, pids.read_text().split())
+    deadline = time.monotonic() + 5
+    while processgroup.group_alive(shell):
+        assert time.monotonic() < deadline, f"the killed run's step outlived it (sleep {child} in group {shell})"
+        time.sleep(0.02)

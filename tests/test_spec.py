@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import pkgutil
 import subprocess
 import sys
 import time
@@ -13,10 +16,11 @@ import pytest
 from runner import yamlsource
 from runner.diagnostics import DiagnosticError
 from runner.spec import Spec, load_spec, load_spec_file
-from runner.steps import BuiltinStep, register, unregister
+from runner.steps import BUILTIN_STEPS, BuiltinStep, register, unregister
 from runner.yamlsource import load_yaml, position_of
 from schemas import schema_path
 
+ROOT = Path(__file__).parent.parent
 PIPELINES = Path(__file__).parent / "pipelines"
 INVALID = sorted((PIPELINES / "invalid").glob("*.yml"))
 VALID = sorted((PIPELINES / "valid").glob("*.yml"))
@@ -151,10 +155,11 @@ def _billion_laughs() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(params=["_CLoader", "_PyLoader"])
+@pytest.fixture(params=["libyaml", "python"])
 def loader(request, monkeypatch):
     """Run a test with libyaml and with the pure-Python parser (the fallback when libyaml is missing)."""
-    monkeypatch.setattr(yamlsource, "_Loader", getattr(yamlsource, request.param))
+    chosen = yamlsource.loaders()[request.param]
+    monkeypatch.setattr(yamlsource, "loaders", lambda: {request.param: chosen})
 
 
 def test_billion_laughs_fails_fast_with_a_line_number(loader):
@@ -425,3 +430,86 @@ def test_validation_is_cheap_once_compiled():
     for _ in range(20):
         load_spec(text)
     assert (time.perf_counter() - started) / 20 < 0.05
+
+
+def test_the_step_table_says_what_each_step_module_says():
+    """The linter reads BUILTIN_STEPS instead of importing the step modules (PIL, docker…): it must not differ."""
+    declared = {key: (key, step.requires, None) for key, step in BUILTIN_STEPS.items()}
+    modules = {module.name: importlib.import_module(f"runner.steps.{module.name}").STEP
+               for module in pkgutil.iter_modules([str(ROOT / "runner" / "steps")])}
+    assert {name: (step.key, step.requires, step.schema) for name, step in modules.items()} == declared
+
+
+# --- verdicts: a file validated once loads without PyYAML, jsonschema or the linter (runner.verdicts) --------
+
+
+LOAD = """
+import json, sys
+from runner.spec import load_spec_file
+spec = load_spec_file(sys.argv[1])
+print(json.dumps({"validated": "runner.lint" in sys.modules, "name": spec.name, "data": spec.data,
+                  "warnings": [w.format() for w in spec.warnings], "document": spec.document.data}))
+"""
+
+WARNED = """\
+on: push
+jobs:
+  first: {runs-on: ubuntu-latest, steps: [{run: echo one}]}
+  second: {needs: first, steps: [{run: "echo ${{ needs.first.result }}", shell: sh}]}
+"""
+
+
+def _load_elsewhere(home: Path, path: Path, **settings: str) -> dict:
+    """load_spec_file in a process of its own (no step registered by hand), as the CLI does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGEYARD_")}
+    result = subprocess.run([sys.executable, "-c", LOAD, str(path)], capture_output=True, text=True, check=True,
+                            env={**env, "FORGEYARD_HOME": str(home), **settings}, cwd=ROOT)
+    return json.loads(result.stdout)
+
+
+def _verdicts(home: Path) -> list[Path]:
+    return list((home / "cache" / "verdicts").glob("*.json"))
+
+
+def test_a_valid_file_loads_from_its_verdict_as_it_was_validated(tmp_path):
+    home, path = tmp_path / "home", tmp_path / "warned.yml"
+    home.mkdir()
+    path.write_text(WARNED)
+    fresh = _load_elsewhere(home, path)
+    cached = _load_elsewhere(home, path)
+    assert fresh.pop("validated") and not cached.pop("validated")
+    assert cached == fresh
+    assert fresh["warnings"] == [f"{path}:3:11: warning: runs-on is ignored: steps run on the Forgeyard host"]
+    assert fresh["data"]["jobs"]["second"]["needs"] == ["first"], "normalised"
+    assert fresh["document"]["jobs"]["second"]["needs"] == "first", "as written"
+    assert len(_verdicts(home)) == 1
+
+
+def test_a_verdict_holds_for_its_settings_only_and_secrets_stay_out_of_it(tmp_path):
+    home, path = tmp_path / "home", tmp_path / "warned.yml"
+    home.mkdir()
+    path.write_text(WARNED)
+    _load_elsewhere(home, path)
+    assert _load_elsewhere(home, path, FORGEYARD_ALLOW_HTTP_GIT="1")["validated"], "another policy, another verdict"
+    assert not _load_elsewhere(home, path, FORGEYARD_SECRET_TOKEN="s3cr3t")["validated"]
+    assert len(_verdicts(home)) == 2
+    assert not any("s3cr3t" in verdict.read_text() for verdict in _verdicts(home))
+
+
+def test_an_invalid_file_is_validated_in_full_every_time(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGEYARD_")}
+    first, second = (subprocess.run([sys.executable, "-m", "runner", "validate", str(INVALID[0])], capture_output=True,
+                                    text=True, env={**env, "FORGEYARD_HOME": str(home)}, cwd=ROOT) for _ in range(2))
+    assert first.returncode == second.returncode == 2
+    assert second.stderr == first.stderr and first.stderr.strip()
+    assert not _verdicts(home)
+
+
+def test_steps_registered_by_hand_bypass_the_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGEYARD_HOME", str(tmp_path))
+    path = tmp_path / "warned.yml"
+    path.write_text(WARNED)
+    load_spec_file(path)  # this module's fixture registered t_clone and t_zip, which no verdict's key knows of
+    assert not _verdicts(tmp_path)

@@ -1,14 +1,15 @@
 """Registry of built-in steps (`uses:` keys) and the interface each step module in this package implements.
 
-A step module defines `STEP = BuiltinStep(...)`; its `with:` schema lives in `schemas/steps/<key>.schema.json`.
-Steps never spawn processes themselves: they call `context.run_process`, which goes through runner.process.
+A step module defines `STEP = BuiltinStep(...)` and is listed in BUILTIN_STEPS; its `with:` schema lives in
+`schemas/steps/<key>.schema.json`. Steps never spawn processes themselves: they call `context.run_process`,
+which goes through runner.process.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -85,31 +86,88 @@ def _load_input_schema(key: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"type": "object"}
 
 
+@dataclass(frozen=True)
+class StepDeclaration:
+    """What the linter needs of a built-in step, known without importing its module."""
+
+    key: str
+    requires: tuple[str, ...] = ()
+
+    @property
+    def input_schema(self) -> dict:
+        return _load_input_schema(self.key)
+
+
+# Every step module of this package, by key (the module is named after it). The modules load PIL, docker,
+# peewee…: linting reads this table and the schema files, and a module is imported when its step runs.
+# tests/test_spec.py checks the table against each module's STEP.
+BUILTIN_STEPS = {
+    "clone_repo": StepDeclaration("clone_repo"),
+    "apply_branding": StepDeclaration("apply_branding", ("clone_repo",)),
+    "apply_config": StepDeclaration("apply_config", ("clone_repo",)),
+    "create_zip": StepDeclaration("create_zip", ("clone_repo",)),
+    "build_image": StepDeclaration("build_image", ("clone_repo",)),
+    "push_registry": StepDeclaration("push_registry", ("clone_repo", "build_image")),
+}
+
 _registry: dict[str, BuiltinStep] = {}
 _discovered = False
+_discovery = threading.RLock()  # re-entrant: a step module's import may ask for another step
+_customised = False  # register() or unregister() was called: BUILTIN_STEPS alone no longer says what exists
 
 
 def _discover() -> None:
+    """Import every step module once; a thread asking meanwhile (concurrent API requests) waits for all of them."""
     global _discovered
     if _discovered:
         return
-    _discovered = True
-    for module in pkgutil.iter_modules(__path__):
-        step = getattr(importlib.import_module(f"{__name__}.{module.name}"), "STEP", None)
-        if isinstance(step, BuiltinStep):
-            register(step)
+    with _discovery:
+        if _discovered:
+            return
+        import pkgutil  # only here: a start-up that knows its steps from BUILTIN_STEPS skips it
+
+        for module in pkgutil.iter_modules(__path__):
+            _import(module.name)
+        _discovered = True
+
+
+def _import(name: str) -> None:
+    step = getattr(importlib.import_module(f"{__name__}.{name}"), "STEP", None)
+    if isinstance(step, BuiltinStep):
+        _registry.setdefault(step.key, step)  # a step registered by hand (a test's stand-in) stays
 
 
 def register(step: BuiltinStep) -> None:
+    global _customised
+    _customised = True
     _registry[step.key] = step
 
 
 def unregister(key: str) -> None:
+    global _customised
+    _customised = True
     _registry.pop(key, None)
 
 
+def customised() -> bool:
+    """Whether steps were registered or removed by hand (tests, plug-ins) since start-up."""
+    return _customised
+
+
+def declared_step(key: str) -> BuiltinStep | StepDeclaration | None:
+    """The step `key` as the linter needs it: without importing its module when it is listed in BUILTIN_STEPS."""
+    if key in _registry or _discovered:
+        return _registry.get(key)
+    return BUILTIN_STEPS.get(key) or get_step(key)
+
+
 def get_step(key: str) -> BuiltinStep | None:
-    _discover()
+    """The step `key`; a listed built-in step imports its own module only."""
+    if key not in _registry and not _discovered:
+        if key in BUILTIN_STEPS:
+            _import(key)
+        if key not in _registry:
+            _discover()
     return _registry.get(key)
 
 
