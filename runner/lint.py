@@ -132,7 +132,7 @@ def _cycles(graph: dict[str, list[str]]) -> Iterator[list[str]]:
             elif child not in state:
                 state[child] = "open"
                 path.append(child)
-                pending.append(iter(graph[child]))
+                pending.append(iter(graph.get(child, ())))  # a job that is not a mapping needs nothing
 
 
 def check_step_ids(document: Document) -> Iterator[Diagnostic]:

@@ -513,3 +513,10 @@ def test_steps_registered_by_hand_bypass_the_verdicts(tmp_path, monkeypatch):
     path.write_text(WARNED)
     load_spec_file(path)  # this module's fixture registered t_clone and t_zip, which no verdict's key knows of
     assert not _verdicts(tmp_path)
+
+
+def test_a_job_that_is_not_a_mapping_may_be_needed_without_a_crash():
+    # Found by the YAML property tests: the cycle walk looked up the needs of a job that has none to look up.
+    with pytest.raises(DiagnosticError) as raised:
+        load_spec("jobs:\n  first: 1\n  second:\n    needs: first\n    steps:\n      - run: echo\n", "x.yml")
+    assert [d.message for d in raised.value.diagnostics] == ["jobs.first: expected a mapping, got number 1"]

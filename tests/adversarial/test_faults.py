@@ -128,6 +128,9 @@ def test_R01_worker_killed_mid_step(api_only: ApiServer, fleet, tmp_path: Path, 
     strays.extend(pgid for pgid, _ in groups.values())
     assert {get_run(api_only, run_id)["status"] for run_id in runs.values()} == {"running"}
 
+    # What the worker had stored must survive it (lines still in its memory when it dies cannot).
+    wait_for(lambda: all("printed before the kill" in get_run(api_only, run_id)["logs"] for run_id in runs.values()),
+             "the lines printed before the kill to be stored")
     victim.process.kill()  # SIGKILL: no shutdown code runs, nothing of the worker can clean up
     victim.process.wait(10)
     took = wait_for(lambda: not any(survivors(*group) for group in groups.values()),
