@@ -6,18 +6,36 @@ from datetime import datetime
 from typing import Any
 
 from runner import catalog, queries, settings
-from runner.models import BuildOutput, LogLine, Run
+from runner.models import BuildOutput, Run
 from runner.timestamps import format_timestamp, utcnow
 
 LIST_LOG_TAIL_LINES = 20  # a list carries a bounded tail of each run's log; one run carries it whole
+# What a list entry shows: a page leaves the spec, plan and inputs (often the bulk of a row) in the database.
+LIST_COLUMNS = (Run.id, Run.status, Run.steps_to_execute_json, Run.git_repository_id, Run.output_type, Run.registry_id,
+                Run.started_at, Run.completed_at, Run.created_at, Run.trigger, Run.pipeline_name, Run.error,
+                Run.attempt, Run.custom_parameters_json)
 
 
 def iso(moment: datetime | None) -> str | None:
     return format_timestamp(moment) if moment else None
 
 
-def run_view(run: Run, *, full: bool = True) -> dict[str, Any]:
-    view = {
+def run_view(run: Run) -> dict[str, Any]:
+    """One run as GET /runs/{id} shows it: its whole log, repository and build outputs."""
+    view = _run_fields(run, log_text(run.id))
+    view["repository_info"] = repository_info(run)
+    view["build_outputs"] = [output_view(o) for o in queries.build_outputs(run.id)]
+    return view
+
+
+def run_list_views(runs: list[Run]) -> list[dict[str, Any]]:
+    """Runs as GET /runs lists them, each with the tail of its log; the page's tails come from one query."""
+    tails = queries.log_tails([run.id for run in runs], LIST_LOG_TAIL_LINES)
+    return [_run_fields(run, "".join(f"{text}\n" for text in tails.get(run.id, ()))) for run in runs]
+
+
+def _run_fields(run: Run, logs: str) -> dict[str, Any]:
+    return {
         "id": run.id,
         "status": run.status,
         "steps_to_execute": run.steps_to_execute or [],
@@ -26,7 +44,7 @@ def run_view(run: Run, *, full: bool = True) -> dict[str, Any]:
         "registry_id": run.registry_id,
         "started_at": iso(run.started_at or run.created_at),
         "completed_at": iso(run.completed_at),
-        "logs": log_text(run.id, tail=None if full else LIST_LOG_TAIL_LINES),
+        "logs": logs,
         "created_at": iso(run.created_at),
         "trigger": run.trigger,
         "pipeline": run.pipeline_name,
@@ -34,18 +52,11 @@ def run_view(run: Run, *, full: bool = True) -> dict[str, Any]:
         "attempt": run.attempt,
         "custom_parameters": run.custom_parameters or {},
     }
-    if full:
-        view["repository_info"] = repository_info(run)
-        view["build_outputs"] = [output_view(o) for o in queries.build_outputs(run.id)]
-    return view
 
 
-def log_text(run_id: int, *, tail: int | None = None) -> str:
-    """The run's log lines as one text; the last `tail` lines only when given."""
-    if tail is None:
-        return "".join(f"{line.text}\n" for line in queries.iter_log_lines(run_id))
-    lines = LogLine.select(LogLine.text).where(LogLine.run == run_id).order_by(LogLine.seq.desc()).limit(tail)
-    return "".join(f"{line.text}\n" for line in reversed(list(lines)))
+def log_text(run_id: int) -> str:
+    """The run's whole log as one text."""
+    return "".join(f"{line.text}\n" for line in queries.iter_log_lines(run_id))
 
 
 def repository_info(run: Run) -> dict[str, Any]:

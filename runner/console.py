@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from runner.events import JobReport, LogEntry, RunObserver, StepReport
+from runner.events import JobReport, LogBatch, LogEntry, RunObserver, StepReport
 
 _STATUS_MARK = {"success": "✓", "failure": "✗", "timed_out": "✗", "cancelled": "✗", "skipped": "-"}
 
@@ -26,6 +26,11 @@ class ConsoleObserver(RunObserver):
             self._write(f"{prefix}{self._style(entry.text, '1')}")
         else:
             self._write(f"{prefix}  {entry.text}")
+
+    def log_batch(self, batch: LogBatch) -> None:
+        prefix = f"[{batch.job_id}]   " if self.multi_job and batch.job_id else "  "
+        self.stream.write("".join([f"{prefix}{text}\n" for text in batch.texts]))
+        self.stream.flush()  # once per chunk of output, not per line
 
     def job_changed(self, job: JobReport) -> None:
         self.jobs[job.job_id] = job

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from runner.masking import SecretMasker
@@ -25,6 +27,21 @@ class LogEntry:
     step_index: int | None
     text: str
     system: bool = False  # a line Forgeyard wrote about the run, not a step's own output
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Lines a step printed together (one read of its output): seqs first_seq, first_seq + 1 …, one timestamp."""
+
+    first_seq: int
+    timestamp: datetime
+    job_id: str | None
+    step_index: int | None
+    texts: list[str]
+
+    def entries(self) -> Iterator[LogEntry]:
+        for seq, text in enumerate(self.texts, self.first_seq):
+            yield LogEntry(seq, self.timestamp, self.job_id, self.step_index, text)
 
 
 @dataclass
@@ -73,6 +90,10 @@ class RunObserver:
 
     def log(self, entry: LogEntry) -> None: ...
 
+    def log_batch(self, batch: LogBatch) -> None:
+        for entry in batch.entries():
+            self.log(entry)
+
     def run_finished(self, status: str, error: str | None) -> None: ...
 
 
@@ -97,6 +118,7 @@ class EventHub:
     def __init__(self, observers: list[RunObserver], masker: SecretMasker, first_seq: int = 1,
                  max_bytes: int | None = None):
         self._observers = observers
+        self._batch_sinks = [_batch_sink(observer) for observer in observers]
         self.masker = masker
         self._lock = threading.Lock()
         self._seq = first_seq - 1
@@ -111,12 +133,50 @@ class EventHub:
             text = self.masker.mask(text)
             self._logged += len(text.encode("utf-8", "replace")) + 1
             if self._logged > self._max_bytes and not system:
-                self._truncated = True
-                text, system = TRUNCATED_LINE.format(limit=self._max_bytes), True
-            self._seq += 1
-            entry = LogEntry(self._seq, utcnow(), job_id, step_index, text, system)
-            for observer in self._observers:
-                observer.log(entry)
+                self._truncate(job_id, step_index)
+            else:
+                self._emit(LogEntry(self._seq + 1, utcnow(), job_id, step_index, text, system))
+
+    def log_many(self, job_id: str | None, step_index: int | None, lines: Sequence[str]) -> None:
+        """A step's lines that arrived together, as log() would pass them one by one, but under one lock, with one
+        timestamp and as one LogBatch to each observer: per line, only masking is left."""
+        with self._lock:
+            if self._truncated or not lines:
+                return
+            mask = self.masker.mask
+            texts = [mask(line) for line in lines]
+            kept, size = self._within_cap(texts)
+            self._logged += size
+            if kept:
+                batch = LogBatch(self._seq + 1, utcnow(), job_id, step_index, kept)
+                self._seq += len(kept)
+                for sink in self._batch_sinks:
+                    sink(batch)
+            if len(kept) < len(texts):
+                self._truncate(job_id, step_index)
+
+    def _within_cap(self, texts: list[str]) -> tuple[list[str], int]:
+        """The leading texts that fit under the cap, and their bytes (newlines included)."""
+        size = len("\n".join(texts).encode("utf-8", "replace")) + 1
+        if self._logged + size <= self._max_bytes:
+            return texts, size
+        room, size = self._max_bytes - self._logged, 0
+        for count, text in enumerate(texts):
+            line = len(text.encode("utf-8", "replace")) + 1
+            if size + line > room:
+                return texts[:count], size
+            size += line
+        return texts, size
+
+    def _truncate(self, job_id: str | None, step_index: int | None) -> None:
+        self._truncated = True
+        text = TRUNCATED_LINE.format(limit=self._max_bytes)
+        self._emit(LogEntry(self._seq + 1, utcnow(), job_id, step_index, text, True))
+
+    def _emit(self, entry: LogEntry) -> None:
+        self._seq = entry.seq
+        for observer in self._observers:
+            observer.log(entry)
 
     def job_changed(self, job: JobReport) -> None:
         with self._lock:
@@ -132,3 +192,8 @@ class EventHub:
         with self._lock:
             for observer in self._observers:
                 observer.run_finished(status, error)
+
+
+def _batch_sink(observer: RunObserver) -> Callable[[LogBatch], None]:
+    # An observer not derived from RunObserver may lack log_batch: it gets RunObserver's, line by line.
+    return getattr(observer, "log_batch", None) or partial(RunObserver.log_batch, observer)

@@ -241,7 +241,7 @@ class JobRunner:
         cwd = self._working_directory(plan)
         result = process.run_streaming(
             shell_argv(plan.shell, script_path), env=process_env, cwd=cwd,
-            on_line=lambda line: self.hub.log(self.job.id, plan.index, line),
+            on_lines=lambda lines: self.hub.log_many(self.job.id, plan.index, lines),
             timeout=timeout, cancel=self._token(), kill_grace=settings.kill_grace_seconds())
         step.exit_code = result.exit_code
         step.outputs.update(parse_env_file(files["OUTPUT"]))

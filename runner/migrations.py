@@ -1,14 +1,12 @@
-"""The versioned schema migrations and the table recording which ran; no record reads or writes."""
+"""The versioned schema migrations and the table recording which ran; records are read only to derive run_counts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from runner.catalog import CATALOG_MODELS
 from runner.database import db, peewee, transaction_immediate
-from runner.models import ALL_MODELS, SCALE_OUT_MODELS
+from runner.models import ALL_MODELS, SCALE_OUT_MODELS, RunCount
 from runner.timestamps import utcnow
-from runner.tokens import ApiToken
 
 # Any constant works as long as every Forgeyard process uses the same one ("FYMG").
 _ADVISORY_LOCK_KEY = 0x46594D47
@@ -28,11 +26,16 @@ def _create_tables(database: peewee.Database) -> None:
     database.create_tables(ALL_MODELS)
 
 
+# The catalog and token models are imported by their migrations only: an up-to-date start-up needs neither.
 def _create_catalog_tables(database: peewee.Database) -> None:
+    from runner.catalog import CATALOG_MODELS
+
     database.create_tables(CATALOG_MODELS)
 
 
 def _create_token_table(database: peewee.Database) -> None:
+    from runner.tokens import ApiToken
+
     database.create_tables([ApiToken])
 
 
@@ -62,6 +65,98 @@ def _add_deleted_at(database: peewee.Database) -> None:
         _add_column(database, table, "deleted_at", peewee.DateTimeField(null=True))
 
 
+
+
+# Migration 8: run_counts (models.RunCount), kept by triggers. A run counts under the key of its creation day,
+# status, output type and steps; an update changing the key moves it, and its build outputs, to the new key's row.
+# A later migration that rebuilds runs or build_outputs on SQLite (playhouse does for some column changes) drops
+# their triggers with the table: it must create them again.
+_SQLITE_UPSERT = """INSERT INTO run_counts (day, status, output_type, steps_to_execute_json, runs, outputs)
+    VALUES (date({row}.created_at), {row}.status, COALESCE({row}.output_type, ''),
+            COALESCE({row}.steps_to_execute_json, ''), {sign}1,
+            {sign}(SELECT COUNT(*) FROM build_outputs WHERE run_id = {row}.id))
+    ON CONFLICT (day, status, output_type, steps_to_execute_json)
+    DO UPDATE SET runs = runs + excluded.runs, outputs = outputs + excluded.outputs;"""
+_SQLITE_OUTPUT_UPDATE = """UPDATE run_counts SET outputs = outputs {sign} 1
+    WHERE (day, status, output_type, steps_to_execute_json) =
+          (SELECT date(created_at), status, COALESCE(output_type, ''), COALESCE(steps_to_execute_json, '')
+           FROM runs WHERE id = {row}.run_id);"""
+_SQLITE_RUN_COUNTS = (
+    f"CREATE TRIGGER run_counts_insert AFTER INSERT ON runs BEGIN {_SQLITE_UPSERT.format(row='NEW', sign='')} END",
+    f"""CREATE TRIGGER run_counts_update AFTER UPDATE OF created_at, status, output_type, steps_to_execute_json
+    ON runs WHEN date(OLD.created_at) IS NOT date(NEW.created_at) OR OLD.status IS NOT NEW.status
+        OR OLD.output_type IS NOT NEW.output_type OR OLD.steps_to_execute_json IS NOT NEW.steps_to_execute_json
+    BEGIN {_SQLITE_UPSERT.format(row='OLD', sign='-')} {_SQLITE_UPSERT.format(row='NEW', sign='')} END""",
+    # Before the delete, while the run's outputs are there; their cascaded deletes then find no run to update.
+    f"CREATE TRIGGER run_counts_delete BEFORE DELETE ON runs BEGIN {_SQLITE_UPSERT.format(row='OLD', sign='-')} END",
+    f"""CREATE TRIGGER run_counts_output_insert AFTER INSERT ON build_outputs
+    BEGIN {_SQLITE_OUTPUT_UPDATE.format(row='NEW', sign='+')} END""",
+    f"""CREATE TRIGGER run_counts_output_delete AFTER DELETE ON build_outputs
+    BEGIN {_SQLITE_OUTPUT_UPDATE.format(row='OLD', sign='-')} END""",
+)
+_POSTGRES_RUN_COUNTS = (
+    """CREATE FUNCTION run_counts_add(run runs, sign integer) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO run_counts (day, status, output_type, steps_to_execute_json, runs, outputs)
+    VALUES (run.created_at::date, run.status, COALESCE(run.output_type, ''), COALESCE(run.steps_to_execute_json, ''),
+            sign, sign * (SELECT COUNT(*) FROM build_outputs WHERE run_id = run.id))
+    ON CONFLICT (day, status, output_type, steps_to_execute_json)
+    DO UPDATE SET runs = run_counts.runs + EXCLUDED.runs, outputs = run_counts.outputs + EXCLUDED.outputs $$""",
+    """CREATE FUNCTION run_counts_of_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            PERFORM run_counts_add(NEW, 1);
+        ELSIF TG_OP = 'DELETE' THEN
+            PERFORM run_counts_add(OLD, -1);
+            RETURN OLD;
+        -- The two rows in key order: transactions moving runs at the same time lock them alike, never in a cycle.
+        ELSIF ROW(OLD.created_at::date, OLD.status, COALESCE(OLD.output_type, ''),
+                  COALESCE(OLD.steps_to_execute_json, ''))
+              < ROW(NEW.created_at::date, NEW.status, COALESCE(NEW.output_type, ''),
+                    COALESCE(NEW.steps_to_execute_json, '')) THEN
+            PERFORM run_counts_add(OLD, -1);
+            PERFORM run_counts_add(NEW, 1);
+        ELSE
+            PERFORM run_counts_add(NEW, 1);
+            PERFORM run_counts_add(OLD, -1);
+        END IF;
+        RETURN NEW;
+    END $$""",
+    """CREATE FUNCTION run_counts_of_outputs() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE run_counts SET outputs = outputs + CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END
+        FROM runs
+        WHERE runs.id = CASE TG_OP WHEN 'INSERT' THEN NEW.run_id ELSE OLD.run_id END
+          AND (day, run_counts.status, run_counts.output_type, run_counts.steps_to_execute_json)
+            = (runs.created_at::date, runs.status, COALESCE(runs.output_type, ''),
+               COALESCE(runs.steps_to_execute_json, ''));
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER run_counts_insert AFTER INSERT ON runs FOR EACH ROW EXECUTE FUNCTION run_counts_of_runs()",
+    """CREATE TRIGGER run_counts_update AFTER UPDATE OF created_at, status, output_type, steps_to_execute_json
+    ON runs FOR EACH ROW WHEN (OLD.created_at::date IS DISTINCT FROM NEW.created_at::date
+        OR OLD.status IS DISTINCT FROM NEW.status OR OLD.output_type IS DISTINCT FROM NEW.output_type
+        OR OLD.steps_to_execute_json IS DISTINCT FROM NEW.steps_to_execute_json)
+    EXECUTE FUNCTION run_counts_of_runs()""",
+    "CREATE TRIGGER run_counts_delete BEFORE DELETE ON runs FOR EACH ROW EXECUTE FUNCTION run_counts_of_runs()",
+    """CREATE TRIGGER run_counts_outputs AFTER INSERT OR DELETE ON build_outputs FOR EACH ROW
+    EXECUTE FUNCTION run_counts_of_outputs()""",
+)
+
+
+def _create_run_counts(database: peewee.Database) -> None:
+    postgres = isinstance(database, peewee.PostgresqlDatabase)
+    database.create_tables([RunCount])
+    for statement in _POSTGRES_RUN_COUNTS if postgres else _SQLITE_RUN_COUNTS:
+        database.execute_sql(statement)
+    day = "r.created_at::date" if postgres else "date(r.created_at)"
+    key = f"{day}, r.status, COALESCE(r.output_type, ''), COALESCE(r.steps_to_execute_json, '')"
+    # The runs already there, in this transaction: creating the triggers locked runs against writers until it ends.
+    database.execute_sql(
+        f"""INSERT INTO run_counts (day, status, output_type, steps_to_execute_json, runs, outputs)
+        SELECT {key}, COUNT(*), COALESCE(SUM(o.made), 0) FROM runs r
+        LEFT JOIN (SELECT run_id, COUNT(*) AS made FROM build_outputs GROUP BY run_id) o ON o.run_id = r.id
+        GROUP BY {key}""")
+
 # Append-only; a released migration never changes. To add one, append e.g.
 #
 #     def _add_runs_note(database):
@@ -81,6 +176,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (5, "repositories and registries are marked deleted, not removed", _add_deleted_at),
     (6, "runs.event_json", _add_runs_event),
     (7, "schedule fires and workers", _create_scale_out_tables),
+    (8, "run counts by day, status, output type and steps, kept by triggers", _create_run_counts),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The record tables (runs, jobs, steps, log lines, build outputs) as Peewee models; no queries, no I/O."""
+"""The record tables (runs, jobs, steps, log lines, build outputs, run counts) as Peewee models; no queries, no I/O."""
 
 from __future__ import annotations
 
@@ -160,6 +160,24 @@ class BuildOutput(Record):
 
 
 ALL_MODELS = (Run, JobResult, StepResult, LogLine, BuildOutput)
+
+
+class RunCount(Record):
+    """Runs created on one day with one status, output type and steps, and their build outputs: what list totals
+    and statistics add up instead of counting runs. Only database triggers on runs and build_outputs write it
+    (migration 8), in the writer's transaction, so it is as exact as the rows it counts."""
+
+    day = peewee.DateField()  # of created_at, UTC
+    status = peewee.CharField(max_length=16)
+    output_type = peewee.CharField(max_length=16)  # "" for none: key columns are never NULL
+    steps_to_execute_json = peewee.TextField()  # "" for none
+    runs = peewee.BigIntegerField()
+    outputs = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "run_counts"
+        primary_key = peewee.CompositeKey("day", "status", "output_type", "steps_to_execute_json")
+        indexes = ((("status", "day"), False),)  # a status's total
 
 
 class ScheduleFire(Record):

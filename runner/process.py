@@ -86,10 +86,11 @@ class ProcessResult:
 
 
 class _LineSplitter:
-    """Turns chunks of bytes into text lines as they arrive, cutting lines longer than MAX_LINE_BYTES."""
+    """Turns chunks of bytes into text lines as they arrive, cutting lines longer than MAX_LINE_BYTES; the lines
+    completed by one chunk are handed on together."""
 
-    def __init__(self, on_line: Callable[[str], None]) -> None:
-        self._on_line = on_line
+    def __init__(self, on_lines: Callable[[list[str]], None]) -> None:
+        self._on_lines = on_lines
         self._buffer = bytearray()
         self.error: Exception | None = None
 
@@ -97,33 +98,37 @@ class _LineSplitter:
         buffer = self._buffer
         buffer += data
         start = 0
+        lines = []
         while True:
             newline = buffer.find(b"\n", start, start + MAX_LINE_BYTES + 1)
             if newline != -1:
-                self._emit(buffer[start:newline])
+                lines.append(_text(buffer[start:newline]))
                 start = newline + 1
             elif len(buffer) - start > MAX_LINE_BYTES:
                 cut = _utf8_cut(buffer, start + MAX_LINE_BYTES, start)
-                self._emit(buffer[start:cut])
+                lines.append(_text(buffer[start:cut]))
                 start = cut
             else:
                 break
         del buffer[:start]
+        self._emit(lines)
 
     def flush(self) -> None:
         if self._buffer:
-            self._emit(self._buffer)
+            self._emit([_text(self._buffer)])
             self._buffer = bytearray()
 
-    def _emit(self, raw: bytes | bytearray) -> None:
-        if self.error is not None:
+    def _emit(self, lines: list[str]) -> None:
+        if self.error is not None or not lines:
             return  # keep draining the pipe so the process never blocks on a full one
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
         try:
-            self._on_line(raw.decode("utf-8", errors="replace"))
+            self._on_lines(lines)
         except Exception as exc:
             self.error = exc  # re-raised in the caller's thread by run_streaming
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8", errors="replace")
 
 
 def _utf8_cut(buffer: bytearray, cut: int, floor: int) -> int:
@@ -228,10 +233,12 @@ def _start_timer(timeout: float | None, terminator: Terminator) -> threading.Tim
     return timer
 
 
-def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, on_line: Callable[[str], None],
+def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path,
+                  on_line: Callable[[str], None] | None = None, on_lines: Callable[[list[str]], None] | None = None,
                   timeout: float | None = None, cancel: CancelToken | None = None,
                   stdin_data: bytes | None = None, kill_grace: float = KILL_GRACE_SECONDS) -> ProcessResult:
-    """Run `argv` with exactly `env`, passing each output line to `on_line` (one reader thread) as it comes.
+    """Run `argv` with exactly `env`, passing each output line to `on_line` (one reader thread) as it comes, or the
+    lines of each read to `on_lines` (EventHub.log_many: a flood of output costs a call per chunk, not per line).
 
     Returns once the process and everything left in its group are gone. Raises OSError if `argv` cannot be
     started, and re-raises what `on_line` raised (after the process has ended; output is drained meanwhile).
@@ -242,7 +249,7 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path, o
     proc, release, out_fd, in_fd = _spawn(argv, env, cwd, stdin_data is not None)
     pgid = proc.pid
     terminator = Terminator(pgid, kill_grace)
-    splitter = _LineSplitter(on_line)
+    splitter = _LineSplitter(on_lines or (lambda lines: [on_line(line) for line in lines]))
     wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
     threads = _start_pumps(out_fd, in_fd, stdin_data, splitter, wake_fd)
     timer = _start_timer(timeout, terminator)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 from runner.database import db, peewee
-from runner.models import BuildOutput, JobResult, LogLine, Run, StepResult
+from runner.models import BuildOutput, JobResult, LogLine, Run, RunCount, StepResult
 from runner.timestamps import utcnow
 
 # 1,000 rows x 6 columns stays far below SQLite's limit of 32,766 bound parameters per statement.
@@ -16,25 +17,53 @@ _LOG_FIELDS = ("run", "seq", "timestamp", "job_id", "step_index", "text")
 _LOG_COLUMNS = "run_id, seq, timestamp, job_id, step_index, text"
 
 
-def list_runs(status: str | None = None, limit: int | None = None, offset: int = 0) -> list[Run]:
-    """Runs newest first, optionally of one status; served by the (status, id) index."""
-    query = Run.select().order_by(Run.id.desc())
+def list_runs(status: str | None = None, limit: int | None = None, offset: int = 0, before: int | None = None,
+              total: int | None = None, columns: Sequence[peewee.Field] = ()) -> list[Run]:
+    """Runs newest first, optionally of one status and with ids below `before` (a keyset page); only `columns`
+    of them when given.
+
+    The page's ids come from the (status, id) index alone, then only those rows are read: an offset walks index
+    entries, not rows. Given the `total` of the status (count_runs, in the same snapshot), a page past the middle
+    is reached from the oldest run instead, through the fewer entries.
+    """
+    ids = Run.select(Run.id)
     if status is not None:
-        query = query.where(Run.status == status)
-    if limit is not None or offset:
-        query = query.limit(limit).offset(offset)
-    return list(query)
+        ids = ids.where(Run.status == status)
+    if before is not None:
+        ids = ids.where(Run.id < before)
+    if total is not None and before is None and limit is not None and offset > total // 2:
+        skip = total - offset - limit  # the same page, counted from the other end
+        if limit + min(0, skip) <= 0:
+            return []
+        ids = ids.order_by(Run.id).limit(limit + min(0, skip)).offset(max(0, skip))
+    else:
+        ids = ids.order_by(Run.id.desc())
+        if limit is not None or offset:
+            ids = ids.limit(limit).offset(offset)
+    return list(Run.select(*columns).where(Run.id.in_(ids)).order_by(Run.id.desc()))
 
 
 def count_runs(status: str | None = None) -> int:
-    query = Run.select()
+    """Runs of a status, or all: a sum over the few run_counts rows the database triggers keep exact."""
+    query = RunCount.select(peewee.fn.SUM(RunCount.runs))
     if status is not None:
-        query = query.where(Run.status == status)
-    return query.count()
+        query = query.where(RunCount.status == status)
+    return int(query.scalar() or 0)
+
+
+def snapshot() -> AbstractContextManager:
+    """A read transaction whose statements all see one moment (SQLite's do; PostgreSQL's need REPEATABLE READ)."""
+    if isinstance(db.obj, peewee.PostgresqlDatabase):
+        return db.atomic(isolation_level="REPEATABLE READ")
+    return db.atomic()
 
 
 def get_run(run_id: int) -> Run | None:
     return Run.get_or_none(Run.id == run_id)
+
+
+def run_status(run_id: int) -> str | None:
+    return Run.select(Run.status).where(Run.id == run_id).scalar()
 
 
 def job_results(run_id: int) -> list[JobResult]:
@@ -65,6 +94,25 @@ def last_log_seq(run_id: int) -> int:
     return LogLine.select(peewee.fn.MAX(LogLine.seq)).where(LogLine.run == run_id).scalar() or 0
 
 
+def log_tails(run_ids: list[int], lines: int) -> dict[int, list[str]]:
+    """The last `lines` log lines of each run (oldest first), for a whole page of runs in one query.
+
+    Per run, the seq `lines` from the end bounds a primary-key range: a run with a million lines costs as
+    little as one with ten. Written as SQL: peewee would take longer to compose it than the database to run it.
+    """
+    if not run_ids:
+        return {}
+    marks = ", ".join([db.obj.param] * len(run_ids))
+    cursor = db.execute_sql(
+        "SELECT r.id, l.text FROM runs r JOIN log_lines l ON l.run_id = r.id AND l.seq >= COALESCE("
+        f"(SELECT t.seq FROM log_lines t WHERE t.run_id = r.id ORDER BY t.seq DESC LIMIT 1 OFFSET {int(lines) - 1}), 0)"
+        f" WHERE r.id IN ({marks}) ORDER BY r.id, l.seq", run_ids)
+    tails: dict[int, list[str]] = {}
+    for run_id, text in cursor:
+        tails.setdefault(run_id, []).append(text)
+    return tails
+
+
 def append_log_line(run_id: int, text: str) -> int:
     """Add one line after the run's last (for events outside an execution, e.g. a lost worker); returns its seq."""
     seq = last_log_seq(run_id) + 1
@@ -74,7 +122,12 @@ def append_log_line(run_id: int, text: str) -> int:
 
 
 def insert_log_lines(rows: list[dict]) -> None:
-    """Store lines given as dicts with keys run (the id), seq, timestamp, job_id, step_index, text.
+    """Store lines given as dicts with keys run (the id), seq, timestamp, job_id, step_index, text (see below)."""
+    insert_log_rows([tuple(row[name] for name in _LOG_FIELDS) for row in rows])
+
+
+def insert_log_rows(rows: list[tuple]) -> None:
+    """Store lines given as tuples (run id, seq, timestamp, job_id, step_index, text).
 
     All or none: a duplicate (run, seq) raises IntegrityError and stores nothing. NUL becomes U+FFFD.
     """
@@ -86,18 +139,32 @@ def insert_log_lines(rows: list[dict]) -> None:
     database = db.obj
     write = _copy if isinstance(database, peewee.PostgresqlDatabase) else _insert
     with db.atomic():
-        for chunk in peewee.chunked(rows, _CHUNK_ROWS):
+        for chunk in _chunks(rows):
             write(database, chunk)
 
 
-def _insert(database: peewee.Database, rows: list[dict]) -> None:
+def _chunks(rows: list[tuple]) -> Iterator[list[tuple]]:
+    """Slices of _CHUNK_ROWS rows, the rest in power-of-two sizes: SQLite keeps every distinct statement prepared
+    (up to 128, a 1,000-row INSERT weighing ~0.3 MB), so few distinct sizes keep that cache small."""
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        size = _CHUNK_ROWS if left >= _CHUNK_ROWS else 1 << (left.bit_length() - 1)
+        yield rows[start:start + size]
+        start += size
+
+
+def _insert(database: peewee.Database, rows: list[tuple]) -> None:
     marks = ", ".join([f"({', '.join([database.param] * len(_LOG_FIELDS))})"] * len(rows))
-    values = [_storable(row[name]) for row in rows for name in _LOG_FIELDS]
+    values = []
+    for run, seq, timestamp, job_id, step_index, text in rows:
+        values += (run, seq, timestamp, _storable(job_id), step_index, _storable(text))
     database.execute_sql(f"INSERT INTO log_lines ({_LOG_COLUMNS}) VALUES {marks}", values)
 
 
-def _copy(database: peewee.Database, rows: list[dict]) -> None:
-    text = "".join("\t".join(_copy_field(row[name]) for name in _LOG_FIELDS) + "\n" for row in rows)
+def _copy(database: peewee.Database, rows: list[tuple]) -> None:
+    text = "".join([f"{run}\t{seq}\t{_copy_field(timestamp)}\t{_copy_field(job_id)}\t{_copy_field(step_index)}\t"
+                    f"{_copy_field(line)}\n" for run, seq, timestamp, job_id, step_index, line in rows])
     # The wrapper turns driver errors into peewee's (IntegrityError …), as execute_sql does.
     with peewee.__exception_wrapper__, database.cursor() as cursor:
         cursor.copy_expert(f"COPY log_lines ({_LOG_COLUMNS}) FROM STDIN", io.StringIO(text))

@@ -1,31 +1,37 @@
 """Turns an execution's events into records: one writer thread, log lines inserted in batches, never rewritten.
 
-Job threads only enqueue; the writer drains the queue, so a step printing a million lines costs one
-`insert_many` per batch and flat memory, and the database sees a single writer per run.
+Job threads only enqueue; the writer takes whatever is queued whenever it is free, so an idle run's line is stored
+at once, a step printing a million lines costs one insert per thousand lines with flat memory, and the database
+sees a single writer per run. After each write, readers in this process watching the run (WebSockets) are told.
 """
 
 from __future__ import annotations
 
 import json
-import queue
+import logging
 import threading
-import time
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from runner import queries
-from runner.events import JobReport, LogEntry, RunObserver, StepReport
+from runner.events import JobReport, LogBatch, LogEntry, RunObserver, StepReport
 from runner.models import JobResult, Run, StepResult
 
-BATCH_LINES = 1000
-FLUSH_SECONDS = 0.05  # a line reaches the database (and so WebSocket readers) within this, plus write time
-QUEUE_LIMIT = 50_000  # back-pressure: a flooding step waits for the database instead of filling memory
+QUEUE_LIMIT = 10_000  # lines; back-pressure: a flooding step waits for the database instead of filling memory
 _STOP = object()
+log = logging.getLogger("forgeyard.recorder")
 
 
 class Recorder(RunObserver):
     def __init__(self, run_id: int):
         self.run_id = run_id
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_LIMIT)
+        self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)  # the writer waits for items
+        self._taken = threading.Condition(self._lock)  # producers wait for room
+        self._items: deque = deque()
+        self._lines = 0  # lines in _items
+        self._idle = False  # the writer waits for items: the next one must wake it
         self._job_rows: dict[str, int] = {}
         self._step_rows: dict[tuple[str, int], int] = {}
         self._error: BaseException | None = None
@@ -35,49 +41,68 @@ class Recorder(RunObserver):
     # -- observer side (job threads) -------------------------------------------------------------------
 
     def log(self, entry: LogEntry) -> None:
-        self._queue.put(entry)
+        self._put(entry, 1)
+
+    def log_batch(self, batch: LogBatch) -> None:
+        self._put(batch, len(batch.texts))
 
     def job_changed(self, job: JobReport) -> None:
-        self._queue.put(replace(job, steps=[], outputs=dict(job.outputs)))
+        self._put(replace(job, steps=[], outputs=dict(job.outputs)))
 
     def step_changed(self, step: StepReport) -> None:
-        self._queue.put(replace(step, outputs=dict(step.outputs)))
+        self._put(replace(step, outputs=dict(step.outputs)))
 
     def close(self) -> None:
         """Write everything still queued and stop; re-raises a database error the writer met."""
-        self._queue.put(_STOP)
+        self._put(_STOP)
         self._thread.join()
         if self._error:
             raise self._error
 
+    def _put(self, item, lines: int = 0) -> None:
+        with self._lock:
+            while lines and self._lines >= QUEUE_LIMIT:
+                self._taken.wait()
+            self._items.append(item)
+            self._lines += lines
+            if self._idle:
+                self._idle = False
+                self._queued.notify()
+
     # -- writer side -----------------------------------------------------------------------------------
 
+    def _take(self) -> deque:
+        with self._lock:
+            while not self._items:
+                self._idle = True
+                self._queued.wait()
+            items, self._items, self._lines = self._items, deque(), 0
+            self._taken.notify_all()
+            return items
+
     def _write_loop(self) -> None:
-        lines: list[dict] = []
-        deadline = None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if isinstance(item, LogEntry):
-                lines.append({"run": self.run_id, "seq": item.seq, "timestamp": item.timestamp,
-                              "job_id": item.job_id, "step_index": item.step_index, "text": item.text})
-                deadline = deadline or time.monotonic() + FLUSH_SECONDS
-                if len(lines) < BATCH_LINES:
-                    continue
-            # Anything but a log line (a status change, the stop mark, the flush timer) writes pending lines
-            # first, so records never show a step finished before its output.
-            if lines:
-                self._guarded(queries.insert_log_lines, lines)
-            lines, deadline = [], None
-            if item is _STOP:
-                return
-            if isinstance(item, JobReport):
-                self._guarded(self._write_job, item)
-            elif isinstance(item, StepReport):
-                self._guarded(self._write_step, item)
+            rows: list[tuple] = []
+            for item in self._take():
+                if isinstance(item, LogBatch):
+                    rows += [(self.run_id, seq, item.timestamp, item.job_id, item.step_index, text)
+                             for seq, text in enumerate(item.texts, item.first_seq)]
+                elif isinstance(item, LogEntry):
+                    rows.append((self.run_id, item.seq, item.timestamp, item.job_id, item.step_index, item.text))
+                else:
+                    # A status change (or the stop mark) writes the lines before it first, so records never show
+                    # a step finished before its output.
+                    self._write_lines(rows)
+                    rows = []
+                    if item is _STOP:
+                        return
+                    self._guarded(self._write_job if isinstance(item, JobReport) else self._write_step, item)
+            self._write_lines(rows)
+
+    def _write_lines(self, rows: list[tuple]) -> None:
+        if rows:
+            self._guarded(queries.insert_log_rows, rows)
+            _notify(self.run_id)
 
     def _guarded(self, write, item) -> None:
         if self._error is not None:
@@ -114,3 +139,35 @@ class Recorder(RunObserver):
 
 def mark_run(run_id: int, **fields) -> None:
     Run.update(**fields).where(Run.id == run_id).execute()
+    _notify(run_id)
+
+
+# -- readers in this process -------------------------------------------------------------------------------
+
+_watchers: defaultdict[int, set[Callable[[], None]]] = defaultdict(set)
+_watchers_lock = threading.Lock()
+
+
+def watch(run_id: int, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` (from the writer's thread; it must not block) whenever this process wrote records of the
+    run; returns the function that stops it. Runs executed by other processes are not seen: poll for those."""
+    with _watchers_lock:
+        _watchers[run_id].add(callback)
+
+    def unwatch() -> None:
+        with _watchers_lock:
+            _watchers[run_id].discard(callback)
+            if not _watchers[run_id]:
+                del _watchers[run_id]
+
+    return unwatch
+
+
+def _notify(run_id: int) -> None:
+    with _watchers_lock:
+        callbacks = list(_watchers.get(run_id, ()))
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a reader's failure is its own: the run goes on being recorded
+            log.exception("a watcher of run %s failed", run_id)

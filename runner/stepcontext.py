@@ -48,16 +48,19 @@ class BuiltinStepContext:
                     cwd: Path | None = None, stdin_data: bytes | None = None,
                     on_line: Callable[[str], None] | None = None) -> process.ProcessResult:
         timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        sink = on_line or self.log
 
-        def watch(line: str) -> None:
-            if not self.no_space and any(phrase in line.lower() for phrase in NO_SPACE_PHRASES):
+        def watch(lines: list[str]) -> None:
+            if not self.no_space and any(phrase in line.lower() for line in lines for phrase in NO_SPACE_PHRASES):
                 self.no_space = True
-            sink(line)
+            if on_line is None:
+                self.hub.log_many(self.job_id, self.step_index, lines)
+            else:
+                for line in lines:
+                    on_line(line)
 
         result = process.run_streaming(
             argv, env=dict(env if env is not None else self.env), cwd=cwd or self.workspace,
-            on_line=watch, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
+            on_lines=watch, timeout=timeout, cancel=self.cancel, stdin_data=stdin_data,
             kill_grace=settings.kill_grace_seconds())
         self.timed_out = self.timed_out or result.timed_out
         return result

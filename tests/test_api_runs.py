@@ -325,6 +325,19 @@ def test_statistics_count_the_runs_of_the_period(api_server: ApiServer):
     assert statistics["total_build_outputs"] >= 1
 
 
+def test_runs_page_on_with_before_and_keep_their_total(api_server: ApiServer):
+    client = api_server.client()
+    for _ in range(4):
+        create(client, {"spec": TICKER.format(count=1, pause=0)})
+    first = client.get("/runs", params={"limit": 2}).json()
+    after = client.get("/runs", params={"limit": 2, "before": first["runs"][-1]["id"]}).json()
+    skipped = client.get("/runs", params={"limit": 2, "offset": 2}).json()
+    assert [run["id"] for run in after["runs"]] == [run["id"] for run in skipped["runs"]]
+    assert after["total"] == first["total"] == skipped["total"] and after["count"] == 2
+    for run in after["runs"]:  # the last 20 lines of each log
+        whole = client.get(f"/runs/{run['id']}").json()["pipeline_run"]["logs"]
+        assert run["logs"] == "".join(f"{line}\n" for line in whole.splitlines()[-20:])
+
 def test_cancel_stops_a_running_run(api_server: ApiServer):
     client = api_server.client(api_server.token("operator"))
     run = create(api_server.client(), {"spec": TICKER.format(count=300, pause=0.1)})
@@ -396,6 +409,8 @@ def test_bad_requests_are_400_naming_the_problem(api_server: ApiServer, body: di
     ("GET", "/runs?limit=0", {}),
     ("GET", "/runs?status=finished", {}),
     ("GET", "/runs?offset=-1", {}),
+    ("GET", "/runs?before=0", {}),
+    ("GET", "/runs?before=last", {}),
     ("GET", "/statistics?days=0", {}),
     ("GET", "/statistics?days=week", {}),
 ])

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from runner import database, migrations, queries
+from runner import recorder as recorder_module
 from runner.database import peewee
+from runner.events import EventHub, LogEntry, RunObserver, StepReport
+from runner.masking import SecretMasker
 from runner.models import BuildOutput, JobResult, LogLine, Run, StepResult
+from runner.recorder import Recorder
 from runner.timestamps import utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +163,61 @@ def test_deleting_a_run_deletes_its_records(db):
 def test_log_lines_have_one_index_on_run_and_seq(db):
     assert index_columns(db, "log_lines") == [["run_id", "seq"]]
 
+
+
+def test_log_rows_are_inserted_in_statements_of_few_sizes():
+    # SQLite keeps every distinct statement prepared: a size per batch would fill its cache with large INSERTs.
+    sizes = {len(chunk) for count in range(1, 2500) for chunk in queries._chunks(list(range(count)))}
+    assert sizes == {1000, *(2 ** power for power in range(10))}
+
+class _Kept(RunObserver):
+    """Every line an observer is given, as (seq, text, system)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str, bool]] = []
+
+    def log(self, entry: LogEntry) -> None:
+        self.lines.append((entry.seq, entry.text, entry.system))
+
+
+def test_lines_logged_together_are_masked_numbered_and_capped_as_one_by_one():
+    chunks = [["one hunter2secret", "two"], [], ["", "three"], ["four is longer", "five", "six"], ["seven"]]
+    fed = {"one by one": _Kept(), "together": _Kept()}
+    for way, kept in fed.items():
+        hub = EventHub([kept], SecretMasker(["hunter2secret"]), first_seq=7, max_bytes=40)
+        for chunk in chunks:
+            if way == "together":
+                hub.log_many("build", 0, chunk)
+            for line in chunk if way == "one by one" else ():
+                hub.log("build", 0, line)
+        hub.log("build", None, "Job build: success", system=True)
+    assert fed["together"].lines == fed["one by one"].lines
+    texts = [text for _, text, _ in fed["together"].lines]
+    assert texts[:6] == ["one ***", "two", "", "three", "four is longer", "five"]  # 39 bytes with newlines
+    assert texts[6].startswith("Log truncated: ") and texts[7:] == ["Job build: success"]
+    assert [seq for seq, _, _ in fed["together"].lines] == list(range(7, 15))
+
+
+def test_the_recorder_stores_lines_before_a_later_status_and_tells_watchers(db):
+    run = new_run()
+    recorder = Recorder(run.id)
+    told = threading.Event()
+    stop_watching = recorder_module.watch(run.id, told.set)
+    hub = EventHub([recorder], SecretMasker())
+    hub.log_many("build", 0, [f"line {n}" for n in range(1, 2501)])
+    hub.log("build", 0, "one more")
+    hub.step_changed(StepReport("build", 0, None, "print", "run", status="success"))
+    recorder.close()
+    stop_watching()
+
+    assert [(line.seq, line.text) for line in queries.iter_log_lines(run.id)] == [
+        *((n, f"line {n}") for n in range(1, 2501)), (2501, "one more")]
+    assert [step.status for step in queries.step_results(run.id)] == ["success"] and told.is_set()
+    told.clear()
+    recorder = Recorder(run.id)
+    EventHub([recorder], SecretMasker(), first_seq=2502).log("build", 0, "unwatched")
+    recorder.close()
+    assert not told.is_set()
 
 # --- connections and migrations --------------------------------------------------------------------------
 

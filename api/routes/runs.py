@@ -18,7 +18,7 @@ from api.auth import require
 from api.endpoint import by_method, endpoint, int_param, path_id
 from api.errors import ApiError, not_found, validation
 from api.translate import build_request_yaml, parse_build_request, spec_error
-from api.views import run_view
+from api.views import LIST_COLUMNS, run_list_views, run_view
 from runner import catalog, queries, queue, settings
 from runner.database import db, peewee, transaction_immediate
 from runner.diagnostics import DiagnosticError
@@ -42,9 +42,12 @@ def list_runs(request: Request) -> JSONResponse:
         raise validation(f"status must be one of {', '.join(RUN_STATUSES)}")
     limit = int_param(request, "limit", default=MAX_PAGE, low=1, high=MAX_PAGE)
     offset = int_param(request, "offset", default=0, low=0)
-    runs = queries.list_runs(status=status, limit=limit, offset=offset)
-    return JSONResponse({"success": True, "runs": [run_view(run, full=False) for run in runs], "count": len(runs),
-                         "total": queries.count_runs(status)})
+    before = int_param(request, "before", low=1)
+    with queries.snapshot():  # the total and the page of one moment: a deep page is found from the total
+        total = queries.count_runs(status)
+        runs = queries.list_runs(status=status, limit=limit, offset=offset, before=before, total=total,
+                                 columns=LIST_COLUMNS)
+    return JSONResponse({"success": True, "runs": run_list_views(runs), "count": len(runs), "total": total})
 
 
 @endpoint("operator", body=True)

@@ -1,8 +1,10 @@
 """`ws /runs/{id}/ws`: a run's status and log lines live, resumable from `?since=SEQ`, closing when the run ends.
 
 Lines are read from the database, the one source every worker writes to, so a client reconnecting after an
-API restart with the last seq it saw misses and duplicates nothing. A client that stops reading is dropped
-after a send has waited FORGEYARD_WS_SEND_TIMEOUT seconds, rather than kept with a stream that never moves.
+API restart with the last seq it saw misses and duplicates nothing. The stream reads again as soon as this
+process's recorder has written the run's records (embedded workers), and every POLL_SECONDS otherwise (runs
+on other workers, the run's end). A client that stops reading is dropped after a send has waited
+FORGEYARD_WS_SEND_TIMEOUT seconds, rather than kept with a stream that never moves.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import origin_allowed, require
 from api.errors import ApiError
-from runner import queries
+from runner import queries, recorder
 from runner.timestamps import format_timestamp
 
-POLL_SECONDS = 0.05  # a line reaches a connected client within this, plus one query
+POLL_SECONDS = 0.05  # a line written by another process reaches a client within this, plus one query
 BATCH = 500
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT_SEND_TIMEOUT_SECONDS = 30.0
@@ -71,30 +73,45 @@ async def _stream(websocket: WebSocket, run_id: int, since: int, status: str) ->
         # The server waits while the client's socket is full; past the timeout the client is not reading.
         await asyncio.wait_for(websocket.send_json(message), timeout)
 
-    await send({"type": "status", "status": status})
-    while True:
-        lines = await run_in_threadpool(_lines_after, run_id, since)
+    async def send_lines(lines: list[tuple[int, str, str]]) -> None:
         for seq, timestamp, text in lines:
             await send({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
-            since = seq
-        if len(lines) == BATCH:
-            continue  # catching up: no pause until the backlog is sent
-        run = await run_in_threadpool(queries.get_run, run_id)
-        if run.status != status:
-            status = run.status
-            await send({"type": "status", "status": status})
-        if status in TERMINAL:
-            # The recorder writes the last lines before the final status, so one more read gets them all.
-            for seq, timestamp, text in await run_in_threadpool(_lines_after, run_id, since):
-                await send({"type": "log", "seq": seq, "timestamp": timestamp, "line": text})
-            await websocket.close(code=1000)
-            return
-        await asyncio.sleep(POLL_SECONDS)
+
+    loop = asyncio.get_running_loop()
+    written = asyncio.Event()
+    stop_watching = recorder.watch(run_id, lambda: _call_soon(loop, written.set))
+    try:
+        await send({"type": "status", "status": status})
+        while True:
+            written.clear()  # before reading: a write during the read wakes the next wait at once
+            lines, now = await run_in_threadpool(_read, run_id, since)
+            await send_lines(lines)
+            since = lines[-1][0] if lines else since
+            if len(lines) == BATCH:
+                continue  # catching up: no pause until the backlog is sent
+            if now != status:
+                status = now
+                await send({"type": "status", "status": status})
+            if status in TERMINAL:
+                # The recorder writes the last lines before the final status, so one more read gets them all.
+                await send_lines((await run_in_threadpool(_read, run_id, since))[0])
+                await websocket.close(code=1000)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(written.wait(), POLL_SECONDS)
+    finally:
+        stop_watching()
 
 
-def _lines_after(run_id: int, since: int) -> list[tuple[int, str, str]]:
+def _call_soon(loop: asyncio.AbstractEventLoop, callback) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
+        loop.call_soon_threadsafe(callback)
+
+
+def _read(run_id: int, since: int) -> tuple[list[tuple[int, str, str]], str]:
+    """The next lines after `since` (at most BATCH) and the run's status, read after them."""
     lines = islice(queries.iter_log_lines(run_id, since_seq=since, batch=BATCH), BATCH)
-    return [(line.seq, format_timestamp(line.timestamp), line.text) for line in lines]
+    return [(line.seq, format_timestamp(line.timestamp), line.text) for line in lines], queries.run_status(run_id)
 
 
 routes = [WebSocketRoute("/runs/{run_id:int}/ws", run_stream)]
