@@ -1,21 +1,20 @@
 """What profiling (pyinstrument, py-spy) found behind each target the bench missed, and the fix proposed; text only.
 
-Profiled on 2026-11-26 at commit aa7117a, on the shared 2-core machine. The closing note prints the entry of each
-row that misses its target; when a row starts meeting it, its entry is simply not printed.
+Profiled on 2026-11-26 at commit aa7117a (rows 1 and 6 again after the fixes of 1125904 and 3f347dd), on the
+shared 2-core machine. The closing note prints the entry of each row that misses its target; when a row starts
+meeting it, its entry is simply not printed.
 """
 
 from __future__ import annotations
 
 BOTTLENECKS: dict[str, str] = {
-    "1": "Start-up imports, not step execution: of ≈ 1.0 s for `forgeyard run` of 10 steps (pyinstrument, loaded "
-         "machine) ≈ 0.37 s is `import jsonschema` (referencing, attrs, rpds, format checkers) done by "
-         "runner/schema.py:_pipeline_validator for every run, ≈ 0.25 s the runner.runs import chain (PyYAML "
-         "0.08 s, expressions_parser's ~60 frozen dataclasses 0.04 s), ≈ 0.10 s peewee; the 10 steps themselves "
-         "take ≈ 0.20 s (≈ 20 ms/step: bash spawn, two recorder UPDATEs + commits per step). Fix: validate "
-         "without importing jsonschema on the run path — cache the validation verdict by sha256 of the file in "
-         "FORGEYARD_HOME (runner/spec.py:load_spec) or generate a plain-Python validator for "
-         "schemas/pipeline.schema.json at build time; import PyYAML's C loader only; keep dataclass-heavy AST "
-         "modules off the import path until an expression is seen.",
+    "1": "After the verdict cache, lazy imports and one watchdog per job (commit 1125904): ≈ 19-24 ms a step over "
+         "the floor runner, 2.5-3.0x its whole run. What is left: importing peewee (≈ 48 ms, needed to record "
+         "the run) and expressions_parser's ~60 frozen dataclasses (≈ 10 ms); per step ≈ 1.5-2 ms of recorder "
+         "writes through peewee competing with the job thread for the GIL, plus the output and timer threads and "
+         "the four script files made per step. Fix: runner/recorder.py writes a step's 'running' and final "
+         "update in the flush's one transaction; lighter expression AST classes, imported only when a step has "
+         "an expression; a pidfd wait instead of the timer thread.",
     "2": "`validate` of 50 jobs: runner/lint.py:check_builtin_steps calls runner/steps/__init__.py:get_step, whose "
          "_discover imports every step module — PIL, defusedxml (apply_branding), peewee + catalog "
          "(clone_repo), docker, ziparchive — ≈ 35% of the time only to check `with:` inputs; `import jsonschema` "
@@ -44,13 +43,11 @@ BOTTLENECKS: dict[str, str] = {
          "of rootfs/) and the new image config in Python and `docker load` them (no container, no builder), or "
          "push them with the registry API, mounting the base layers (as `crane append` does); probe buildx once "
          "per process.",
-    "6": "Per-line Python work on one core (py-spy): ConsoleObserver._write flushes stdout after every line (≈ 24% "
-         "of samples), each line crosses EventHub.log (lock, mask, utcnow, a LogEntry dataclass) and a "
-         "queue.Queue put/get (≈ 15%), and the recorder commits per 1,000-line batch (≈ 22%); ≈ 26 µs of CPU "
-         "per line caps a run near 40,000 lines/s on an idle core. Fix (runner/process.py, runner/events.py, "
-         "runner/console.py, runner/recorder.py): hand whole read() chunks along — _LineSplitter.feed returns "
-         "the chunk's lines, EventHub.log_many masks them under one lock with one timestamp, the recorder gets "
-         "one queue item per chunk and the console one write+flush per chunk (or every 50 ms).",
+    "6": "Lines now travel in read() chunks (EventHub.log_many, one console flush per chunk): SQLite meets the "
+         "target (124-146k lines/s). PostgreSQL stays near 48k lines/s, bound by the server, not Python: each "
+         "row's insert into log_lines' primary-key index is WAL-logged one by one (a server-side COPY of the same "
+         "rows runs at 90k rows/s logged with the key, 482k without it). Fix: store one row per batch of lines "
+         "(seq range + text block) instead of one per line, keeping since= resumption by seq range.",
     "7": "GET /runs: api/views.py:run_view(full=False) runs one log-tail query per run (50 per page, "
          "log_text(tail=20)) — ≈ 40-65 ms of a 100,000-run page on SQLite; runner/queries.py:count_runs counts "
          "all (or all failed) runs on every page (≈ 15-20 ms), and OFFSET 90000 walks 90,000 index entries "
