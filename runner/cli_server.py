@@ -47,7 +47,7 @@ def serve_command(args: Namespace) -> int:
     # Workers take back each other's lost runs; with none embedded, the API does it, so a run whose only worker
     # died is never left 'running' while no other worker is up.
     stop_reaper = None if worker else _every(configured_heartbeat_seconds(), "taking back lost runs",
-                                            lambda: queue.take_back_lost_runs(queue.configured_lease_seconds()))
+                                            lambda: queue.take_back_lost_runs(settings.lease_seconds()))
     print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
           f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
     if token:

@@ -77,8 +77,11 @@ def _open(url: str) -> peewee.Database:
                    ("synchronous", "normal")]
         return peewee.SqliteDatabase(str(path), timeout=10, pragmas=pragmas)
     if url.startswith(POSTGRES_PREFIX):
-        # A database that does not answer must not hold a git hook or a worker start for long.
-        return _PostgresqlDatabase(url, connect_timeout=5)
+        # A database that does not answer must not hold a git hook or a worker start for long. A session frozen
+        # inside a transaction (a stopped VM, a SIGSTOPped worker) would hold its row locks and block the worker
+        # that took its run back: PostgreSQL ends such a transaction once the run's lease has passed.
+        idle_ms = max(1000, int(settings.lease_seconds() * 1000))
+        return _PostgresqlDatabase(url, connect_timeout=5, options=f"-c idle_in_transaction_session_timeout={idle_ms}")
     # The URL may hold a password: never echo it.
     raise ValueError("FORGEYARD_DATABASE_URL must start with sqlite:/// or postgresql://")
 

@@ -12,21 +12,14 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from runner import queries
+from runner import queries, settings
 from runner.database import db, peewee, transaction_immediate
 from runner.models import Run, WorkerRecord
 from runner.timestamps import utcnow
 
-DEFAULT_LEASE_SECONDS = 30.0  # a running run whose worker has not heartbeated for this long is taken back
-
 
 class RunTakenBack(Exception):
     """The run's lease was lost and the run taken back (re-queued or failed); this claim must record nothing."""
-
-
-def configured_lease_seconds() -> float:
-    """FORGEYARD_LEASE_SECONDS, default 30: every worker and reaper sharing a database should use the same."""
-    return float(os.environ.get("FORGEYARD_LEASE_SECONDS") or DEFAULT_LEASE_SECONDS)
 
 
 def database_now() -> datetime:
@@ -123,7 +116,7 @@ def take_back_lost_runs(lease_seconds: float | None = None) -> list[int]:
     A run being cancelled ends cancelled instead. Runs executed in place (`forgeyard run`) have no worker
     and are never taken. Safe to run from every worker at once: each run is taken by one update.
     """
-    lease = configured_lease_seconds() if lease_seconds is None else lease_seconds
+    lease = settings.lease_seconds() if lease_seconds is None else lease_seconds
     lost = ((Run.status == "running") & Run.worker_id.is_null(False)
             & (Run.heartbeat_at < database_now() - timedelta(seconds=lease)))
     taken = []

@@ -51,3 +51,9 @@ def ensure_dir(path: Path) -> Path:
 def kill_grace_seconds() -> float:
     """How long a cancelled or timed-out step gets between SIGTERM and SIGKILL."""
     return float(os.environ.get("FORGEYARD_KILL_GRACE") or 5.0)
+
+
+def lease_seconds() -> float:
+    """FORGEYARD_LEASE_SECONDS, default 30: a running run whose worker has not heartbeated this long is taken back;
+    every worker, reaper and database session sharing a database should use the same."""
+    return float(os.environ.get("FORGEYARD_LEASE_SECONDS") or 30.0)

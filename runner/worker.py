@@ -39,7 +39,7 @@ class Worker:
                  heartbeat_seconds: float | None = None):
         self.worker_id = worker_id or new_worker_id()
         self.concurrency = max(1, concurrency)
-        self.lease_seconds = lease_seconds or queue.configured_lease_seconds()
+        self.lease_seconds = lease_seconds or settings.lease_seconds()
         self.heartbeat_seconds = heartbeat_seconds or configured_heartbeat_seconds()
         # Unrenewed this long, the leases may expire before the runs' processes are gone: stop them now.
         self.fence_seconds = max(self.lease_seconds / 2, self.lease_seconds - self.heartbeat_seconds

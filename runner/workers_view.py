@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from runner import queue
+from runner import queue, settings
 from runner.models import Run, WorkerRecord
 from runner.timestamps import format_timestamp
 
@@ -15,7 +15,7 @@ LISTED_FOR = timedelta(days=1)  # a worker that died without stopping stays list
 def list_workers() -> list[dict[str, Any]]:
     """Workers not stopped, oldest first: alive while their heartbeat is within the lease, and their running runs."""
     now = queue.database_now()
-    alive_since = now - timedelta(seconds=queue.configured_lease_seconds())
+    alive_since = now - timedelta(seconds=settings.lease_seconds())
     workers = list(WorkerRecord.select()
                    .where(WorkerRecord.stopped_at.is_null() & (WorkerRecord.heartbeat_at >= now - LISTED_FOR))
                    .order_by(WorkerRecord.started_at, WorkerRecord.id))
