@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +63,19 @@ def markers(*roots: Path) -> list[Path]:
     """Every file named like the marker under `roots` (an injected `touch pwned` lands in its cwd)."""
     return [Path(folder) / MARKER_NAME for root in roots for folder, _dirs, files in os.walk(root)
             if MARKER_NAME in files]
+
+
+def validate_refused(files: list[Path], **env: str) -> list[str]:
+    """`python -m runner validate FILE…` (with `env` over a clean FORGEYARD_* environment) exits 2 and prints only
+    FILE:LINE:COL: message lines, which it returns."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("FORGEYARD_")}
+    result = subprocess.run([sys.executable, "-m", "runner", "validate", *map(str, files)], env={**clean, **env},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result
+    lines = (result.stdout + result.stderr).splitlines()
+    names = "|".join(re.escape(str(file)) for file in files)
+    assert lines and all(re.match(rf"({names}):\d+:\d+: \S", line) for line in lines), lines
+    return lines
 
 
 def run_count(server: ApiServer) -> int:

@@ -17,8 +17,6 @@ import posixpath
 import re
 import shutil
 import stat
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ import yaml
 
 from runner.gitcache import normalise_url
 from runner.models import BuildOutput
-from tests.adversarial.conftest import leaks, make_canary, markers, run_count
+from tests.adversarial.conftest import leaks, make_canary, markers, run_count, validate_refused
 from tests.services.api_server import ApiServer, start_api_server
 from tests.services.gitrepos import WorkRepo, bare_repo
 from tests.services.openwebui_tree import tree_files
@@ -176,16 +174,8 @@ def download(server: ApiServer, run: dict, texts: list) -> zipfile.ZipFile:
 
 
 def validate_cli(files: list[Path]) -> list[str]:
-    """`python -m runner validate FILE…`: it must exit 2; its lines, each checked to be FILE:LINE:COL: message."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FORGEYARD_")}
-    env["FORGEYARD_ALLOW_LOCAL_REPOS"] = "1"  # the pipelines clone a local test repository, as the server allows
-    result = subprocess.run([sys.executable, "-m", "runner", "validate", *map(str, files)], env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result
-    lines = (result.stdout + result.stderr).splitlines()
-    names = "|".join(re.escape(str(file)) for file in files)
-    assert lines and all(re.match(rf"({names}):\d+:\d+: \S", line) for line in lines), lines
-    return lines
+    # The pipelines clone a local test repository, as the server allows.
+    return validate_refused(files, FORGEYARD_ALLOW_LOCAL_REPOS="1")
 
 
 def write_specs(folder: Path, texts: dict[str, str]) -> list[Path]:

@@ -7,17 +7,14 @@ quickly, without building an object, without a run being recorded, and never wit
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.adversarial.conftest import markers, run_count
+from tests.adversarial.conftest import markers, run_count, validate_refused
 from tests.services.api_server import ApiServer
 
 pytestmark = pytest.mark.security
@@ -50,14 +47,7 @@ def assert_refused(server: ApiServer, text: str, *, expect: str = "") -> dict:
 
 
 def validate_cli(*files: Path) -> list[str]:
-    """`python -m runner validate FILE…` exits 2 and prints only FILE:LINE:COL: message lines."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FORGEYARD_")}
-    result = subprocess.run([sys.executable, "-m", "runner", "validate", *map(str, files)], env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result
-    lines = (result.stdout + result.stderr).splitlines()
-    names = "|".join(re.escape(str(file)) for file in files)
-    assert lines and all(re.match(rf"({names}):\d+:\d+: \S", line) for line in lines), lines
+    lines = validate_refused(list(files))
     assert {line.split(":", 1)[0] for line in lines} == {str(file) for file in files}
     return lines
 
