@@ -87,8 +87,5 @@ def run_count(server: ApiServer) -> int:
 @pytest.fixture(scope="module")
 def adversary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A `forgeyard serve` on SQLite for one test module of attacks; its whole tree is searched for leaks."""
-    server = start_api_server(tmp_path_factory.mktemp("adversary"))
-    try:
+    with start_api_server(tmp_path_factory.mktemp("adversary")) as server:
         yield server
-    finally:
-        server.stop()

@@ -30,11 +30,9 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """The module's `forgeyard serve`, with one listed WebSocket origin besides its own."""
-    started = start_api_server(tmp_path_factory.mktemp("attacks"), extra_env={"FORGEYARD_ALLOWED_ORIGINS": DASHBOARD})
-    try:
+    with start_api_server(tmp_path_factory.mktemp("attacks"),
+                          extra_env={"FORGEYARD_ALLOWED_ORIGINS": DASHBOARD}) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def pending_run(server: ApiServer) -> dict:

@@ -41,12 +41,9 @@ TERMINAL = ("completed", "failed", "cancelled")
 @pytest.fixture(scope="module")
 def dock(tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine) -> Iterator[ApiServer]:
     """A server whose steps reach the test dockerd and may log in to loopback registries."""
-    server = start_api_server(tmp_path_factory.mktemp("docker"), extra_env={
-        "DOCKER_HOST": docker_engine.host, "FORGEYARD_ALLOW_PRIVATE_REGISTRIES": "1"})
-    try:
+    with start_api_server(tmp_path_factory.mktemp("docker"), extra_env={
+            "DOCKER_HOST": docker_engine.host, "FORGEYARD_ALLOW_PRIVATE_REGISTRIES": "1"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

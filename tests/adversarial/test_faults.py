@@ -53,11 +53,8 @@ def strays() -> Iterator[list[int]]:
 @pytest.fixture(scope="module")
 def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """`forgeyard serve --workers 0` on SQLite: runs stay queued until a test starts `forgeyard worker` processes."""
-    server = start_api_server(tmp_path_factory.mktemp("api-only"), workers=0, extra_env=LEASES)
-    try:
+    with start_api_server(tmp_path_factory.mktemp("api-only"), workers=0, extra_env=LEASES) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def create_run(server: ApiServer, yaml_text: str, *, execute: bool = True) -> int:

@@ -58,11 +58,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[ApiServer]:
     """One server for the module, with a small artifact cap (A11); every other ZIP here is far below it."""
-    started = start_api_server(root / "server", extra_env={"FORGEYARD_MAX_ARTIFACT_BYTES": str(MAX_ARTIFACT_BYTES)})
-    try:
+    with start_api_server(root / "server",
+                          extra_env={"FORGEYARD_MAX_ARTIFACT_BYTES": str(MAX_ARTIFACT_BYTES)}) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")

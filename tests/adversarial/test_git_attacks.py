@@ -33,13 +33,10 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """`forgeyard serve` with the production git policy: no file://, http:// or private-address remotes."""
-    started = start_api_server(tmp_path_factory.mktemp("git-attacks"),
-                               extra_env={"FORGEYARD_ALLOW_LOCAL_REPOS": "0",
-                                          "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "0"})
-    try:
+    with start_api_server(tmp_path_factory.mktemp("git-attacks"),
+                          extra_env={"FORGEYARD_ALLOW_LOCAL_REPOS": "0",
+                                     "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "0"}) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def clone_spec(**with_: str) -> str:

@@ -44,12 +44,9 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    started = start_api_server(tmp_path_factory.mktemp("git-faults"), extra_env={
-        "FORGEYARD_ALLOW_HTTP_GIT": "1", "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1"})
-    try:
+    with start_api_server(tmp_path_factory.mktemp("git-faults"), extra_env={
+            "FORGEYARD_ALLOW_HTTP_GIT": "1", "FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1"}) as started:
         yield started
-    finally:
-        started.stop()
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------

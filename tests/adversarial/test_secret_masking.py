@@ -183,13 +183,10 @@ def assert_masked_everywhere(log: str, secret: str, key_canaries: list[str], roo
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server whose stored repositories may name loopback hosts: clones there fail fast, after masking."""
-    server = start_api_server(tmp_path_factory.mktemp("masking"),
-                              extra_env={"FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1",
-                                         "FORGEYARD_ALLOW_PRIVATE_REGISTRIES": "1"})
-    try:
+    with start_api_server(tmp_path_factory.mktemp("masking"),
+                          extra_env={"FORGEYARD_ALLOW_PRIVATE_GIT_HOSTS": "1",
+                                     "FORGEYARD_ALLOW_PRIVATE_REGISTRIES": "1"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _store_repository(server: ApiServer, **fields: str) -> str:

@@ -154,6 +154,12 @@ class ApiServer:
         self.admin_token = self.admin_token or (self.home / "admin-token").read_text().strip()
         return self
 
+    def __enter__(self) -> ApiServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL to the server's process group (its steps' processes included)."""
         self._close_clients()
