@@ -1,4 +1,5 @@
-"""The Starlette application: every route under /api/pipelines, with auth, limits and the one error shape."""
+"""The Starlette application: every route under /api/pipelines, with auth, limits and the one error shape, and the
+dashboard's static files under /ui/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.routing import Mount
 from api.errors import ApiError, api_error_handler, http_exception_handler, internal_error_handler
 from api.limits import BodyLimitMiddleware, RateLimitMiddleware
 from api.routes import (
+    dashboard,
     health,
     outputs,
     presets,
@@ -40,7 +42,7 @@ def create_app(*, worker=None, database_url: str | None = None, rate_limit: str 
                        *templates.routes, *presets.routes, *tokens.routes, *websocket.routes,
                        *workers.routes]
     return Starlette(
-        routes=[*health.routes, Mount("/api/pipelines", routes=pipeline_routes)],
+        routes=[*health.routes, Mount("/api/pipelines", routes=pipeline_routes), *dashboard.routes],
         middleware=[Middleware(RateLimitMiddleware, rate=rate_limit), Middleware(BodyLimitMiddleware)],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler,
                             Exception: internal_error_handler},

@@ -17,6 +17,8 @@ from api.auth import bearer_token
 from api.errors import error_response
 from runner.tokens import verify_token
 
+# The dashboard's static files: no data, no token, and a page load fetches a dozen of them.
+DASHBOARD_PREFIX = "/ui/"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # branding uploads included; pipelines are ≤ 1 MiB
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -109,7 +111,7 @@ class RateLimitMiddleware:
         return used, start + self.period
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(DASHBOARD_PREFIX):
             return await self.app(scope, receive, send)
         used, reset = self._count(await _client_key(scope))
         headers = [(b"x-ratelimit-limit", str(self.limit).encode()),

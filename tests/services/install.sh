@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the programs the test services run (dockerd, registry, sshd, busybox for base images, htpasswd, zip),
+# Installs the programs the test services run (dockerd, registry, sshd, busybox for base images, htpasswd, zip,
+# Chromium for the dashboard's browser tests),
 # with apt when run as root and something is missing; otherwise says what is missing and leaves it to the tests.
 set -euo pipefail
 declare -A package_of=(
   [dockerd]=docker.io [docker-registry]=docker-registry [sshd]=openssh-server
-  [busybox]=busybox-static [htpasswd]=apache2-utils [zip]=zip
+  [busybox]=busybox-static [htpasswd]=apache2-utils [zip]=zip [chromium]=chromium
 )
 missing=()
 for program in "${!package_of[@]}"; do
