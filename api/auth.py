@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -11,17 +13,25 @@ from api.errors import ApiError
 from runner.tokens import ApiToken, verify_token
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="forgeyard"'}
+# A browser cannot set headers on a WebSocket: it offers the token as a subprotocol beside this one, which the
+# server picks (RFC 6455 wants one offered protocol chosen), so the token is never echoed back.
+WS_SUBPROTOCOL = "forgeyard"
+WS_TOKEN_PREFIX = "bearer."
 
 
 def bearer_token(connection: HTTPConnection) -> str | None:
-    """The token of an `Authorization: Bearer` header, or of `?token=` on a WebSocket."""
+    """The token of an `Authorization: Bearer` header; on a WebSocket also of a `bearer.TOKEN` subprotocol or of
+    `?token=`."""
     header = connection.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if connection.scope["type"] == "websocket":
-        return connection.query_params.get("token")
-    return None
+    if connection.scope["type"] != "websocket":
+        return None
+    offered = [p for p in connection.scope.get("subprotocols", ()) if p.startswith(WS_TOKEN_PREFIX)]
+    if offered:
+        return offered[0][len(WS_TOKEN_PREFIX):]
+    return connection.query_params.get("token")
 
 
 def authenticate(connection: HTTPConnection) -> ApiToken:
@@ -62,3 +72,20 @@ def origin_allowed(connection: HTTPConnection) -> bool:
         return True
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and parts.netloc == connection.headers.get("host", "").lower()
+
+
+class _HideQueryTokens(logging.Filter):
+    """uvicorn logs request paths with their query (at DEBUG=true): a `?token=` value becomes ***."""
+
+    _TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def hide_query_tokens_in_logs() -> None:
+    """Keep `?token=` values (the WebSocket's URL form of a token) out of uvicorn's access and error logs."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(_HideQueryTokens())

@@ -29,6 +29,7 @@ def serve_command(args: Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.auth import hide_query_tokens_in_logs
     from runner import database, queue
     from runner.cli_scheduler import start_scheduler_thread
     from runner.worker import Worker, configured_heartbeat_seconds, new_worker_id
@@ -50,8 +51,10 @@ def serve_command(args: Namespace) -> int:
                                             lambda: queue.take_back_lost_runs(settings.lease_seconds()))
     print(f"Forgeyard API on http://{args.host}:{args.port}/api/pipelines "
           f"({args.workers} embedded worker(s), database {_safe_url(settings.database_url())})", flush=True)
+    print(f"Dashboard on http://{args.host}:{args.port}/ui/ (sign in with an API token)", flush=True)
     if token:
         print(f"Admin token (kept in {settings.home() / 'admin-token'}): {token}", flush=True)
+    hide_query_tokens_in_logs()
     try:
         uvicorn.run(create_app(worker=worker), host=args.host, port=args.port, log_level="info" if settings.debug()
                     else "warning", ws_max_size=1 << 20)

@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from api.app import create_app
 from api.errors import ERROR_TYPES
+from api.routes import dashboard
 from api.translate import BUILD_REQUEST_FIELDS, CUSTOM_PARAMETERS, OUTPUT_TYPES
 from runner.models import OUTPUT_TYPES as RECORD_OUTPUT_TYPES
 from runner.models import RUN_STATUSES
@@ -35,11 +36,14 @@ def document() -> dict[str, Any]:
 
 
 def app_routes() -> dict[str, set[str] | None]:
-    """Every route of the app as {OpenAPI path: methods without HEAD}, None for a WebSocket."""
+    """Every route of the API as {OpenAPI path: methods without HEAD}, None for a WebSocket; the dashboard's static
+    files (/ and /ui/) are pages, not API (tests/test_dashboard_files.py)."""
     found: dict[str, set[str] | None] = {}
 
     def walk(routes, prefix: str) -> None:
         for route in routes:
+            if route in dashboard.routes:
+                continue
             if isinstance(route, Mount):
                 walk(route.routes, prefix + route.path)
             elif isinstance(route, WebSocketRoute):

@@ -269,6 +269,10 @@ def test_the_documented_example_payloads_are_accepted(api_server: ApiServer, sto
             "output_type": "zip", "registry_id": None, "custom_parameters": {}}
     done = run_to_end(client, full)
     assert done["status"] == "completed" and done["repository_info"]["name"] == "fork 1"
+    listed = next(run for run in client.get("/runs", params={"limit": 50}).json()["runs"] if run["id"] == done["id"])
+    # The list carries the documented repository_info and build_outputs too, the same as the run itself.
+    assert listed["repository_info"] == done["repository_info"] and listed["build_outputs"] == done["build_outputs"]
+    assert listed["build_outputs"][0]["checksum_sha256"]
     image = create(client, {"steps_to_execute": ["clone_repo", "build_image", "push_registry"],
                             "git_repository_id": stored["fork2"], "output_type": "docker_image",
                             "registry_id": stored["registry"]})

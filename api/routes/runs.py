@@ -1,4 +1,5 @@
-"""Pipeline runs: list, create (from a build request, a stored pipeline or a raw spec), show, execute, cancel, logs."""
+"""Pipeline runs: list, create (from a build request, a stored pipeline or a raw spec) or preview, show, execute,
+cancel, re-run, logs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,21 @@ from api.auth import require
 from api.endpoint import by_method, endpoint, int_param, path_id
 from api.errors import ApiError, not_found, validation
 from api.translate import build_request_yaml, parse_build_request, spec_error
-from api.views import LIST_COLUMNS, run_list_views, run_view
+from api.views import LIST_COLUMNS, TERMINAL, run_list_views, run_view
 from runner import catalog, queries, queue, settings
 from runner.database import db, peewee, transaction_immediate
 from runner.diagnostics import DiagnosticError
+from runner.expressions import ExpressionError, find_templates, reference_offsets
 from runner.models import RUN_STATUSES, Run
-from runner.plan import InputError
+from runner.plan import InputError, resolve_inputs
 from runner.runs import create_run as record_run
-from runner.spec import load_spec
+from runner.spec import Spec, load_spec
 from runner.timestamps import format_timestamp
 from runner.triggers import accepts
 
 CREATED_LINE = "Pipeline run created. Waiting for execution."
 MAX_WAIT_SECONDS = 300
 MAX_PAGE = 1000  # runs in one list answer, with or without ?limit= (each carries a log tail)
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @endpoint("viewer")
@@ -64,11 +66,33 @@ def create_run(request: Request, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"success": True, "pipeline_run": run_view(run)}, status_code=201)
 
 
+@endpoint("operator", body=True)
+def preview_run(request: Request, body: dict[str, Any]) -> JSONResponse:
+    """The YAML a POST /runs with this body would run, checked as that request is; nothing is recorded."""
+    return JSONResponse({"success": True, "spec": _read_request(request, body).spec.source})
+
+
+@dataclass
+class _RunRequest:
+    """A POST /runs body, checked: the pipeline it stands for, its inputs, and the run's other columns."""
+
+    spec: Spec
+    inputs: dict[str, Any]
+    trigger: str
+    fields: dict[str, Any]
+
+
 def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> Run:
+    wanted = _read_request(request, body)
+    return _record(wanted.spec, wanted.inputs, wanted.trigger, {**wanted.fields, "idempotency_key": fingerprint})
+
+
+def _read_request(request: Request, body: dict[str, Any]) -> _RunRequest:
+    """Parse, validate and lint a POST /runs body (400/403/404 as that endpoint documents); records nothing."""
     forms = [name for name in ("steps_to_execute", "pipeline", "spec") if name in body]
     if len(forms) != 1:
         raise validation("give exactly one of steps_to_execute, pipeline or spec")
-    fields: dict[str, Any] = {"idempotency_key": fingerprint}
+    fields: dict[str, Any] = {}
     if forms[0] == "steps_to_execute":
         build = parse_build_request(body)
         _check_references(build.git_repository_id, build.registry_id)
@@ -86,25 +110,35 @@ def _create(request: Request, body: dict[str, Any], fingerprint: str | None) -> 
         if not isinstance(inputs, dict):
             raise validation("inputs must be an object")
         if forms[0] == "spec":
-            require(request, "admin")  # run: steps execute shell commands on the host
+            _require_shell_role(request)  # a posted pipeline may hold any run: step
             text, name = _text(body["spec"], "spec"), "<spec>"
         else:
             name = _text(body["pipeline"], "pipeline")
             text = _pipeline_file(name).read_text()
             fields["pipeline_file"] = str(_pipeline_file(name))
+    trigger = fields.pop("trigger", "api")
     try:
         spec = load_spec(text, name)
-        trigger = fields.pop("trigger", "api")
         if not accepts(spec.data.get("on") or {}, trigger):
             raise validation(f"this pipeline does not accept {trigger} runs (its on: has no {trigger})",
                              "trigger_not_accepted")
-        run = record_run(spec, inputs, trigger=trigger, **fields)
+        resolve_inputs(spec.data.get("inputs") or {}, inputs)  # refused here, so a preview refuses them too
     except DiagnosticError as error:
         raise spec_error(error) from None
     except InputError as error:
         raise validation(str(error), "invalid_input") from None
+    return _RunRequest(spec, inputs, trigger, fields)
+
+
+def _record(spec: Spec, inputs: dict[str, Any], trigger: str, fields: dict[str, Any]) -> Run:
+    """The one way the API records a run: POST /runs and reruns alike."""
+    run = record_run(spec, inputs, trigger=trigger, **fields)
     queries.append_log_line(run.id, CREATED_LINE)
     return run
+
+
+def _require_shell_role(request: Request) -> None:
+    require(request, "admin")  # run: steps execute shell commands on the host
 
 
 PUSH_EVENT_KEYS = ("ref", "commit", "before", "repository", "pusher")
@@ -199,12 +233,9 @@ def get_spec(request: Request) -> Response:
 def execute_run(request: Request) -> JSONResponse:
     run = _run(request)
     wait = int_param(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
-    if not queue.enqueue(run.id):
+    if not _queue(request, run.id):
         state = "already queued" if run.status == "pending" else run.status
         raise ApiError(409, f"run {run.id} is {state}", code="not_executable")
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
         run = queries.get_run(run.id)
@@ -212,6 +243,77 @@ def execute_run(request: Request) -> JSONResponse:
             break
         time.sleep(0.1)
     return JSONResponse({"success": True, "execution_result": execution_result(queries.get_run(run.id))})
+
+
+def _queue(request: Request, run_id: int) -> bool:
+    """Queue a pending run and wake this server's workers; False when it is not pending or already queued."""
+    if not queue.enqueue(run_id):
+        return False
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()
+    return True
+
+
+@endpoint("operator")
+def rerun(request: Request) -> JSONResponse:
+    """A new run of a finished run's pipeline, inputs and build fields, queued at once."""
+    earlier = _run(request)
+    try:
+        spec = load_spec(earlier.spec_yaml, earlier.pipeline_file or earlier.pipeline_name)
+    except DiagnosticError as error:  # valid when it was made; a stricter linter since may refuse it
+        refused = spec_error(error)
+        raise ApiError(409, f"run {earlier.id} cannot run again: {refused.message}", code=refused.code) from None
+    if _has_shell_steps(spec):
+        _require_shell_role(request)
+    if earlier.status not in TERMINAL:
+        raise ApiError(409, f"run {earlier.id} is {earlier.status}; re-run it once it has finished",
+                       code="run_not_finished")
+    if earlier.trigger == "cli" and _reads_secrets(spec):
+        # `forgeyard run --secret` values (and FORGEYARD_SECRET_*, --secrets-file) are never stored.
+        raise ApiError(409, f"run {earlier.id} was started by forgeyard run and its pipeline reads secrets, which "
+                            "are never stored; run it again with forgeyard run and its secrets",
+                       code="secrets_not_stored")
+    _check_references(earlier.git_repository_id, earlier.registry_id)
+    fields = {name: getattr(earlier, name) for name in RERUN_COLUMNS}
+    run = _record(spec, earlier.inputs or {}, earlier.trigger, fields)
+    _queue(request, run.id)
+    return JSONResponse({"success": True, "pipeline_run": run_view(queries.get_run(run.id))}, status_code=201)
+
+
+# What a rerun keeps besides the spec, inputs and trigger: the build request's fields, the file, the push.
+RERUN_COLUMNS = ("pipeline_file", "steps_to_execute_json", "git_repository_id", "output_type", "registry_id",
+                 "custom_parameters_json", "event_json")
+
+
+def _has_shell_steps(spec: Spec) -> bool:
+    return any("run" in step for job in spec.data["jobs"].values() for step in job.get("steps") or ())
+
+
+def _reads_secrets(spec: Spec) -> bool:
+    """Whether an expression of the pipeline reads the secrets context."""
+    for text in _expressions(spec.data):
+        try:
+            if any(reference[0] == "secrets" for reference, _ in reference_offsets(text)):
+                return True
+        except ExpressionError:
+            continue  # not an expression where it stands (the linter checked every place one can be)
+    return False
+
+
+def _expressions(value: Any, key: Any = None) -> Iterator[str]:
+    """The expression texts in a pipeline's data: each `${{ }}`, and an `if:` written without one."""
+    if isinstance(value, str):
+        if key == "if" and "${{" not in value:
+            yield value
+        else:
+            yield from (template.expression for template in find_templates(value))
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _expressions(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _expressions(item)
 
 
 def execution_result(run: Run) -> dict[str, Any]:
@@ -253,5 +355,7 @@ routes = [
     Route("/runs/{run_id:int}/spec", get_spec, methods=["GET"]),
     Route("/runs/{run_id:int}/execute", execute_run, methods=["POST"]),
     Route("/runs/{run_id:int}/cancel", cancel_run, methods=["POST"]),
+    Route("/runs/{run_id:int}/rerun", rerun, methods=["POST"]),
+    Route("/runs/preview", preview_run, methods=["POST"]),
     Route("/runs/{run_id:int}/logs", get_logs, methods=["GET"]),
 ]

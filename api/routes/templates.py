@@ -1,4 +1,5 @@
-"""Branding templates: CRUD, image assets (multipart upload checked by content, download), export and import.
+"""Branding templates: CRUD, image assets (multipart upload checked by content, download), the brand images a
+build draws from them (variants), export and import.
 
 An uploaded file's name is never used: assets are stored in the database by template and kind, and are served
 back only as attachments.
@@ -34,7 +35,9 @@ from api.errors import ApiError, not_found, validation
 from runner import brandimages
 from runner.catalog import ASSET_KINDS, BrandingAsset, BrandingTemplate
 from runner.database import db
+from runner.openwebui import IMAGE_VARIANTS, ImageVariant
 from runner.steps.apply_branding import STEP as APPLY_BRANDING
+from runner.steps.apply_branding import source_kind
 from runner.timestamps import utcnow
 
 FIELDS = ("name", "app_name", "theme_color", "replacements", "license_exception")
@@ -197,6 +200,51 @@ def delete_asset(request: Request) -> JSONResponse:
     return JSONResponse({"success": True, "template": _view(template)})
 
 
+# -- variants: the images apply_branding draws from the template ------------------------------------------------
+
+VARIANT_MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml", "ico": "image/vnd.microsoft.icon"}
+
+
+def _asset_kinds(template: BrandingTemplate) -> set[str]:
+    return {row.kind for row in BrandingAsset.select(BrandingAsset.kind).where(BrandingAsset.template == template)}
+
+
+def _variant_media_type(variant: ImageVariant) -> str:
+    return VARIANT_MEDIA_TYPES[variant.name.rsplit(".", 1)[-1]]
+
+
+@endpoint("viewer")
+def list_variants(request: Request) -> JSONResponse:
+    """Every brand image a build with this template writes (none without a logo, which they all fall back to)."""
+    template = _template(request)
+    kinds = _asset_kinds(template)
+    variants = [{"name": variant.name, "width": variant.size[0], "height": variant.size[1],
+                 "media_type": _variant_media_type(variant), "source": source_kind(variant, kinds),
+                 "url": f"/api/pipelines/templates/{template.id}/variants/{variant.name}"}
+                for variant in IMAGE_VARIANTS.values()] if "logo" in kinds else []
+    return JSONResponse({"success": True, "variants": variants, "count": len(variants)})
+
+
+@endpoint("viewer")
+def get_variant(request: Request) -> Response:
+    """One brand image as apply_branding writes it (drawn on each request: nothing is kept)."""
+    template = _template(request)
+    variant = IMAGE_VARIANTS.get(request.path_params["name"])
+    if variant is None:
+        raise ApiError(404, f"variants are {', '.join(IMAGE_VARIANTS)}", code="not_found")
+    kinds = _asset_kinds(template)
+    kind = source_kind(variant, kinds) if "logo" in kinds else None
+    data = template.asset(kind) if kind else None  # None too when an admin removed it meanwhile
+    if data is None:
+        raise ApiError(404, f"branding template {template.id} has no logo to draw its images from", code="not_found")
+    try:
+        source = brandimages.load_source(data, kind)
+    except brandimages.ImageRejected as error:  # stored before a stricter check: a build would refuse it too
+        raise ApiError(422, str(error), code="invalid_image") from None
+    return Response(brandimages.render(source, variant.name, variant.size), media_type=_variant_media_type(variant),
+                    headers={**ASSET_HEADERS, "Content-Disposition": f'attachment; filename="{variant.name}"'})
+
+
 # -- export and import ------------------------------------------------------------------------------------------
 
 @endpoint("admin")
@@ -258,4 +306,6 @@ routes = [
     Route("/templates/{template_id:int}/export", export_template, methods=["GET"]),
     Route("/templates/{template_id:int}/assets/{kind}",
           by_method(GET=download_asset, POST=upload_asset, DELETE=delete_asset), methods=["GET", "POST", "DELETE"]),
+    Route("/templates/{template_id:int}/variants", list_variants, methods=["GET"]),
+    Route("/templates/{template_id:int}/variants/{name}", get_variant, methods=["GET"]),
 ]

@@ -1,4 +1,4 @@
-"""API tokens for admins: list (never a token or its hash), create (the token shown once), revoke."""
+"""API tokens: any token reads its own record; admins list (never a token or its hash), create (shown once), revoke."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.auth import require
 from api.catalog_views import check_fields, get_or_404, list_response, text, token_view
 from api.endpoint import by_method, endpoint
 from api.errors import ApiError, validation
 from runner.database import db, peewee, transaction_immediate
 from runner.timestamps import utcnow
 from runner.tokens import ROLES, ApiToken, create_token
+
+
+@endpoint("viewer")
+def me(request: Request) -> JSONResponse:
+    """The record of the token this request carries: who is signed in, with which role."""
+    return JSONResponse({"success": True, "api_token": token_view(require(request, "viewer"))})
 
 
 @endpoint("admin")
@@ -51,5 +58,6 @@ def revoke(request: Request) -> JSONResponse:
 
 routes = [
     Route("/tokens", by_method(GET=list_tokens, POST=create), methods=["GET", "POST"]),
+    Route("/tokens/me", me, methods=["GET"]),
     Route("/tokens/{token_id:int}", revoke, methods=["DELETE"]),
 ]

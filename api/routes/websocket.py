@@ -5,6 +5,9 @@ API restart with the last seq it saw misses and duplicates nothing. The stream r
 process's recorder has written the run's records (embedded workers), and every POLL_SECONDS otherwise (runs
 on other workers, the run's end). A client that stops reading is dropped after a send has waited
 FORGEYARD_WS_SEND_TIMEOUT seconds, rather than kept with a stream that never moves.
+
+The token comes in an `Authorization` header, as `?token=`, or (browsers cannot set headers) as the subprotocol
+`bearer.TOKEN` offered beside `forgeyard`, which the server then accepts.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import origin_allowed, require
+from api.auth import WS_SUBPROTOCOL, origin_allowed, require
 from api.errors import ApiError
+from api.views import TERMINAL
 from runner import queries, recorder
 from runner.timestamps import format_timestamp
 
 POLL_SECONDS = 0.05  # a line written by another process reaches a client within this, plus one query
 BATCH = 500
-TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT_SEND_TIMEOUT_SECONDS = 30.0
 
 
@@ -48,7 +51,8 @@ async def run_stream(websocket: WebSocket) -> None:
         since = min(max(0, int(websocket.query_params.get("since", "0"))), 2**63 - 1)
     except ValueError:
         since = 0
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols", ())
+    await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
     # The stream only sends, and a quiet run sends nothing for long: a second task watches for the client
     # leaving, so a connection closed on a pending run does not go on polling the database forever.
     streaming = asyncio.create_task(_stream(websocket, run_id, since, run.status))

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,8 +210,7 @@ def _replace_images(context: StepContext, tree: Path, brand: Brand, changes: Cha
     images = []
     context.log("Brand images:")
     for relative, variant in _image_targets(context, tree):
-        source = next(brand.sources[kind] for kind in openwebui.SOURCE_FALLBACKS[variant.source]
-                      if kind in brand.sources)
+        source = brand.sources[source_kind(variant, brand.sources)]
         key = (source.label, variant.name.rsplit(".", 1)[-1].lower(), variant.size)
         if key not in rendered:
             rendered[key] = brandimages.render(source, variant.name, variant.size)
@@ -221,6 +220,12 @@ def _replace_images(context: StepContext, tree: Path, brand: Brand, changes: Cha
         images.append({"path": relative, "width": width, "height": height, "source": source.label})
         context.log(f"  {relative} {width}x{height} from {source.label} ({'replaced' if existed else 'added'})")
     return images
+
+
+def source_kind(variant: ImageVariant, available: Container[str]) -> str:
+    """Which input `variant` is drawn from, of the `available` ones (the logo always is): its own, else the one
+    standing in for it. The API's template preview draws the same image from the same input."""
+    return next(kind for kind in openwebui.SOURCE_FALLBACKS[variant.source] if kind in available)
 
 
 def _image_targets(context: StepContext, tree: Path) -> list[tuple[str, ImageVariant]]:

@@ -35,9 +35,10 @@ negative_data_rejection.enabled = true
 max-steps = 6
 
 # A raw `spec` (and its `inputs`) is valid only as a pipeline, which a JSON Schema string cannot express:
-# schema-valid bodies of POST /runs may get 400 "invalid pipeline". Every other rule of the body is in the schema.
+# schema-valid bodies of POST /runs and its preview may get 400 "invalid pipeline". Every other rule of the body
+# is in the schema.
 [[operations]]
-include-operation-id = "createRun"
+include-operation-id = ["createRun", "previewRun"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
 
 # Catalog writes are checked against policies a schema cannot state: the repository URL and registry host policy

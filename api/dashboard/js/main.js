@@ -101,5 +101,11 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
-window.addEventListener("forgeyard:unauthorized", () => { me = null; session.clear(); navigate("signin"); });
+// A token revoked or expired while signed in: back to the sign-in page (not while signing in: it shows the error).
+window.addEventListener("forgeyard:unauthorized", () => {
+  if (me === null) return;
+  me = null;
+  session.clear();
+  navigate("signin");
+});
 route();
