@@ -1,4 +1,5 @@
-"""build_image on a real dockerd: overlay and source builds, ENV lines, OCI labels, records, secrets kept out."""
+"""build_image on a real dockerd: overlay (docker load, or the builder) and source builds, ENV lines, OCI labels,
+records, secrets kept out."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from runner import openwebui, queries
 from runner.runs import RunOptions, create_run, execute_run
 from runner.spec import load_spec
-from runner.steps import BuiltinStep, get_step, register, unregister
+from runner.steps import BuiltinStep, build_image, get_step, register, unregister
 from tests.services.dockerd import DockerEngine, base_image_files
 from tests.services.openwebui_tree import tree_files
 
@@ -47,8 +48,12 @@ PROBE = BuiltinStep("t_probe", "Probe scratch (test)", "lists the scratch folder
 
 
 @pytest.fixture
-def seeded_steps():
-    """SEED under the key clone_repo (the steps under test require it) and PROBE; the real steps come back after."""
+def seeded_steps(tmp_path, monkeypatch):
+    """SEED under the key clone_repo (the steps under test require it) and PROBE; the real steps come back after.
+
+    The test's own cache folder: what overlays keep of base images (runner/imagecache.py) starts empty.
+    """
+    monkeypatch.setenv("FORGEYARD_CACHE_DIR", str(tmp_path / "cache"))
     real = get_step("clone_repo")
     register(SEED)
     register(PROBE)
@@ -160,7 +165,12 @@ def test_overlay_lays_the_branded_files_over_the_base_image(db, tmp_path, seeded
         added = history(docker_engine, image).splitlines()[:-base_layers]
         ran = [line for line in added if line.startswith("RUN") or ("/bin/sh -c" in line and "#(nop)" not in line)]
         assert added and not ran, added  # COPY, ENV and LABEL only: nothing ran inside the image
+        assert history(docker_engine, image).splitlines()[-base_layers:] == history(
+            docker_engine, openwebui_base_image).splitlines()
         assert CANARY not in history(docker_engine, image) and CANARY not in log
+        assert "$ docker load" in log and "$ docker build" not in log  # no builder: no container per instruction
+        settings = json.loads(docker_engine.inspect(image, "{{json .Config}}"))
+        assert (settings["Cmd"], settings["WorkingDir"]) == (["sh", "start.sh"], "/app/backend")  # the base's
 
         image_id = docker_engine.inspect(image, "{{.Id}}")
         build = steps[1]
@@ -168,11 +178,69 @@ def test_overlay_lays_the_branded_files_over_the_base_image(db, tmp_path, seeded
         [record] = outputs
         assert (record.output_type, record.image_url, record.image_id) == ("docker_image", image, image_id)
         assert str(record.id) == build.outputs["output_id"]
-        assert record.metadata["size_bytes"] > 0 and record.metadata["mode"] == "overlay"
+        assert record.metadata["size_bytes"] == int(docker_engine.inspect(image, "{{.Size}}"))
+        assert record.metadata["mode"] == "overlay"
         assert timedelta(hours=23, minutes=59) < record.expires_at - record.created_at <= timedelta(days=1)
         assert json.loads(steps[2].outputs["scratch"]) == []  # build folder and DOCKER_CONFIG gone
     finally:
         docker_engine.run("image", "rm", "--", image, check=False)
+
+
+def test_the_same_brand_again_is_the_same_layer_and_needs_no_container(db, tmp_path, seeded_steps, docker_engine,
+                                                                       openwebui_base_image):
+    tree, _, branding = branded_tree(tmp_path)
+    images = [f"forgeyard-test/acme:{unique_tag('again')}" for _ in range(2)]
+    try:
+        logs = []
+        for image in images:
+            outcome, _, log, _ = run_pipeline(
+                overlay_steps(tree, openwebui_base_image, image.split(":")[1], branding, None), tmp_path)
+            assert outcome.status == "completed", log
+            logs.append(log)
+        first, second = (json.loads(docker_engine.inspect(image, "{{json .RootFS.Layers}}")) for image in images)
+        assert first == second and len(first) == 2  # what the daemon and a registry hold already
+        assert docker_engine.inspect(images[0], "{{.Id}}") != docker_engine.inspect(images[1], "{{.Id}}")
+        # The base image's files to patch were copied out once; the second overlay read them from the cache.
+        assert "$ docker create" in logs[0] and "$ docker create" not in logs[1]
+        index = docker_engine.read_files(images[1], "/app/build/index.html")["/app/build/index.html"].decode()
+        assert "<title>Acme AI</title>" in index and "%sveltekit.body%" in index
+    finally:
+        for image in images:
+            docker_engine.run("image", "rm", "--", image, check=False)
+
+
+def test_overlay_through_the_builder_where_the_image_store_needs_it(db, tmp_path, seeded_steps, docker_engine,
+                                                                     openwebui_base_image, monkeypatch):
+    # The containerd image store cannot load a layer alone; this daemon (graph drivers) can, so it is told not to.
+    monkeypatch.setattr(build_image, "_loads_layers", lambda info: False)
+    tree, changes, branding = branded_tree(tmp_path)
+    tag = unique_tag("builder")
+    image = f"forgeyard-test/acme:{tag}"
+    outcome, steps, log, _ = run_pipeline(
+        overlay_steps(tree, openwebui_base_image, tag, branding, {"env": {"ENABLE_SIGNUP": "False"}}), tmp_path)
+    try:
+        assert outcome.status == "completed", log
+        assert "$ docker build" in log and "$ docker load" not in log
+        cat = docker_engine.read_files(image, "/app/build/static/logo.png", "/app/build/index.html")
+        assert cat["/app/build/static/logo.png"] == changes["static/static/logo.png"]
+        assert "<title>Acme AI</title>" in cat["/app/build/index.html"].decode()
+        env = image_env(docker_engine, image)
+        assert env["WEBUI_NAME"] == BRAND and env["ENABLE_SIGNUP"] == "False"
+        assert json.loads(docker_engine.inspect(image, "{{json .Config.Cmd}}")) == ["sh", "start.sh"]
+        assert json.loads(docker_engine.inspect(image, "{{json .Config.Labels}}"))[
+            "org.opencontainers.image.revision"] == COMMIT
+        assert steps[1].outputs["image_id"] == docker_engine.inspect(image, "{{.Id}}")
+    finally:
+        docker_engine.run("image", "rm", "--", image, check=False)
+
+
+def test_a_base_image_neither_here_nor_in_its_registry_fails_clearly(db, tmp_path, seeded_steps, docker_engine):
+    tree = write_tree(tmp_path / "tree")
+    base = "127.0.0.1:9/forgeyard-test/absent:1"  # the discard port: nothing answers there
+    outcome, steps, log, outputs = run_pipeline(overlay_steps(tree, base, unique_tag("absent"), None, None), tmp_path)
+    assert outcome.status == "failed" and steps[1].status == "failure"
+    assert f"Error: docker pull of {base} failed" in log
+    assert outputs == [] and json.loads(steps[2].outputs["scratch"]) == []
 
 
 def test_baked_secret_reaches_the_image_but_not_the_log(db, tmp_path, seeded_steps, docker_engine,

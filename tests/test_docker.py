@@ -1,8 +1,11 @@
-"""The docker seam: image reference grammar, registry hosts, the per-step DOCKER_CONFIG, remove_image."""
+"""The docker seam: image reference grammar, registry hosts, the per-step DOCKER_CONFIG and its logins, the push
+report, remove_image."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import socket
 import stat
 import tarfile
@@ -166,25 +169,6 @@ def test_each_step_gets_its_own_docker_config_removed_afterwards(tmp_path, docke
     assert _home_docker() == before
 
 
-@pytest.mark.reliability
-def test_a_cancelled_login_ends_and_leaves_no_docker_config(tmp_path, docker_engine, monkeypatch):
-    monkeypatch.setenv("FORGEYARD_KILL_GRACE", "0.5")  # the docker CLI sits out SIGTERM while it logs in
-    # A registry that accepts the connection and never answers: the login hangs until cancelled.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        cancel = process.CancelToken()
-        context = _context(tmp_path, docker_engine, cancel, _Lines())
-        timer = threading.Timer(1.0, cancel.cancel)
-        timer.start()
-        try:
-            with pytest.raises(StepFailed, match="was cancelled"), Docker(context) as docker:
-                docker.login(f"127.0.0.1:{silent.getsockname()[1]}", "ci", "pw-never-sent-anywhere")
-        finally:
-            timer.cancel()
-    assert list(context.scratch.iterdir()) == []
-
-
 def _tiny_image(engine: DockerEngine, ref: str) -> str:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -193,6 +177,44 @@ def _tiny_image(engine: DockerEngine, ref: str) -> str:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return engine.run("import", "-", ref, input=buffer.getvalue()).stdout.decode().strip()
+
+
+@pytest.mark.security
+def test_a_login_is_filed_as_docker_login_files_it_and_goes_with_the_step(tmp_path, docker_engine):
+    context = _context(tmp_path, docker_engine, process.CancelToken(), _Lines())
+    with Docker(context) as docker:
+        docker.add_auth("127.0.0.1:5000", "ci", "pw-filed-not-shown")
+        docker.add_auth("docker.io", "acme", "pw-hub")
+        config = Path(docker.env()["DOCKER_CONFIG"]) / "config.json"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        auths = json.loads(config.read_text())["auths"]
+        assert base64.b64decode(auths["127.0.0.1:5000"]["auth"]) == b"ci:pw-filed-not-shown"
+        # Docker Hub's key is the one `docker login` uses, or docker would not find the login for docker.io images.
+        assert base64.b64decode(auths["https://index.docker.io/v1/"]["auth"]) == b"acme:pw-hub"
+    assert list(context.scratch.iterdir()) == []
+
+
+@pytest.mark.reliability
+def test_a_cancelled_push_ends_and_leaves_no_docker_config(tmp_path, docker_engine, monkeypatch):
+    monkeypatch.setenv("FORGEYARD_KILL_GRACE", "0.5")  # the docker CLI may sit out SIGTERM
+    # A registry that accepts the connection and never answers: the push hangs until cancelled.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        ref = f"127.0.0.1:{silent.getsockname()[1]}/forgeyard-test/hang:{uuid.uuid4().hex[:8]}"
+        _tiny_image(docker_engine, ref)
+        cancel = process.CancelToken()
+        context = _context(tmp_path, docker_engine, cancel, _Lines())
+        timer = threading.Timer(1.0, cancel.cancel)
+        timer.start()
+        try:
+            with pytest.raises(StepFailed, match="was cancelled"), Docker(context) as docker:
+                docker.add_auth(ref.split("/")[0], "ci", "pw-never-sent-anywhere")
+                docker.push(ref, refused="refused")
+        finally:
+            timer.cancel()
+            docker_engine.run("image", "rm", "--", ref, check=False)
+    assert list(context.scratch.iterdir()) == []
 
 
 def test_remove_image_by_reference_and_by_id(docker_engine):

@@ -1,4 +1,5 @@
-"""push_registry against a real htpasswd registry: login through stdin, digests, credentials bound to their host."""
+"""push_registry against a real htpasswd registry: a login filed in the step's DOCKER_CONFIG (never on argv or in a
+log line), digests, credentials bound to their host."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner import catalog
+from runner.masking import MASK
 from tests import test_build_image
 from tests.services.registry import RegistryService
 from tests.test_build_image import branded_tree, run_pipeline, unique_tag, write_tree
@@ -54,7 +56,10 @@ def test_push_with_inline_credentials_then_pull_it_back(db, tmp_path, seeded_ste
     remote = f"{docker_registry.host}/acme/open-webui"
     try:
         assert outcome.status == "completed", log
-        assert docker_registry.password not in log and "--password-stdin" in log
+        assert docker_registry.password not in log and "docker login" not in log
+        commands = [line for line in log.splitlines() if line.startswith("$ docker")]
+        assert commands and not [line for line in commands if MASK in line]  # no credential on an argv
+        assert len([line for line in commands if line.startswith("$ docker push")]) == 2
         digest = steps[2].outputs["digest"]
         assert steps[2].outputs["image_url"] == f"{remote}:{tag}@{digest}"
         built, *pushed = outputs
@@ -94,10 +99,12 @@ def test_wrong_credentials_fail_cleanly(db, tmp_path, seeded_steps, docker_engin
                                                 {"REGISTRY_PASSWORD": wrong})
     try:
         assert outcome.status == "failed" and steps[2].status == "failure"
-        assert f"Error: login to {docker_registry.host} as '{docker_registry.username}' failed" in log
-        assert wrong not in log and "docker push" not in log
+        assert (f"Error: login to {docker_registry.host} as '{docker_registry.username}' failed: the registry "
+                "refused the credentials") in log
+        assert wrong not in log and MASK not in log
         assert [o.output_type for o in outputs] == ["docker_image"]
         assert docker_registry.request("acme/denied/tags/list")[0] == 404
+        assert not docker_engine.has_image(f"{docker_registry.host}/acme/denied:{tag}")  # its push name is gone
         assert json.loads(steps[3].outputs["scratch"]) == []
     finally:
         docker_engine.run("image", "rm", "--", f"{IMAGE}:{tag}", check=False)

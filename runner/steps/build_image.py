@@ -1,25 +1,26 @@
 """Built-in step build_image: builds, labels and records an image of the tree; never pushes, no secret as build arg.
 
 mode source builds the tree's own Dockerfile with the settings appended as ENV lines; mode overlay lays only the
-branded files (and ENV lines) over a published Open WebUI image, running nothing inside it.
+branded files (and ENV lines) over a published Open WebUI image, running nothing inside it: the layer and the image
+config are made here (runner/imagelayer.py) and handed to `docker load`, the builder being needed only where the
+daemon keeps its images in the containerd image store.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from runner import openwebui
+from runner import imagecache, imagelayer, openwebui
 from runner.docker import Docker, check_image_name, check_image_ref, check_tag
 from runner.masking import SecretMasker, is_maskable
 from runner.steps import BuiltinStep, StepContext, StepFailed
@@ -58,16 +59,17 @@ def run(context: StepContext) -> dict[str, Any]:
     created = utcnow()
     labels = {**(inputs.get("labels") or {}), **_oci_labels(clone, created)}
     with Docker(context) as docker, tempfile.TemporaryDirectory(prefix="build-", dir=context.scratch) as folder:
-        if mode == "source":
-            dockerfile, build_context = _source_dockerfile(tree, Path(folder), env, labels), tree
-        else:
-            dockerfile = _overlay_dockerfile(docker, context, tree, Path(folder), base or "", env, labels)
-            build_context = dockerfile.parent
         context.log(f"Building {image} ({mode} build)")
-        with _env_file_set_aside(context, tree, Path(folder)) if mode == "source" else nullcontext():
-            image_id = docker.build(dockerfile, build_context, tag=image, build_args=build_args,
-                                    network=inputs.get("network"))
-        size = docker.image_size(image_id)
+        if mode == "source":
+            dockerfile = _source_dockerfile(tree, Path(folder), env, labels)
+            with _env_file_set_aside(context, tree, Path(folder)):
+                image_id = docker.build(dockerfile, tree, tag=image, build_args=build_args,
+                                        network=inputs.get("network"))
+            size = docker.image_size(image_id)
+        else:
+            if build_args or inputs.get("network"):
+                context.log("build_args and network are for source builds: an overlay runs nothing")
+            image_id, size = _overlay(docker, context, tree, Path(folder), base or "", image, env, labels, created)
     context.log(f"Built {image} ({image_id[:19]}, {_megabytes(size)})")
     output_id = context.record_output(
         "docker_image", image_url=image, image_id=image_id, expires_at=created + IMAGE_EXPIRY,
@@ -115,26 +117,37 @@ def _image_env(context: StepContext, branding: Mapping[str, Any], config: Mappin
     return {name: _text(value) for name, value in env.items()}
 
 
-def instruction(keyword: str, values: Mapping[str, str], escape: str = "\\") -> str:
-    """One ENV or LABEL instruction setting `values` literally (quotes, escapes and `$` escaped); "" if none.
-
-    One instruction, not one per value: the classic builder makes a container for each.
-    """
-    pairs = []
+def _check_settings(keyword: str, values: Mapping[str, str]) -> None:
+    """StepFailed for an ENV name, or an ENV or LABEL value, that a Dockerfile cannot carry (whatever makes the image,
+    the same settings are refused)."""
     for name, value in values.items():
         if keyword == "ENV" and not ENV_NAME.fullmatch(name):
             raise StepFailed(f"invalid environment variable name {name!r} for the image")
         if "\n" in value or "\r" in value:
             raise StepFailed(f"{keyword} {name} holds a line break, which a Dockerfile cannot carry")
+
+
+def instruction(keyword: str, values: Mapping[str, str], escape: str = "\\") -> str:
+    """One ENV or LABEL instruction setting `values` literally (quotes, escapes and `$` escaped); "" if none.
+
+    One instruction, not one per value: the classic builder makes a container for each.
+    """
+    _check_settings(keyword, values)
+    pairs = []
+    for name, value in values.items():
         quoted = "".join(escape + char if char in (escape, '"', "$") else char for char in value)
         pairs.append(f'{name}="{quoted}"')
     return f"{keyword} " + f" {escape}\n    ".join(pairs) + "\n" if pairs else ""
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds") + "Z"
+
+
 def _oci_labels(clone: Mapping[str, Any], created: datetime) -> dict[str, str]:
     labels = {"org.opencontainers.image.source": _without_credentials(clone.get("url") or ""),
               "org.opencontainers.image.revision": clone.get("commit") or "",
-              "org.opencontainers.image.created": created.isoformat(timespec="seconds") + "Z"}
+              "org.opencontainers.image.created": _rfc3339(created)}
     return {name: value for name, value in labels.items() if value}
 
 
@@ -223,14 +236,72 @@ def _patches(branding: Mapping[str, Any]) -> list[Patch]:
     return patches
 
 
-def _overlay_dockerfile(docker: Docker, context: StepContext, tree: Path, folder: Path, base: str,
-                        env: Mapping[str, str], labels: Mapping[str, str]) -> Path:
-    """A build folder holding `rootfs/` (the files to lay over `base`) and a Dockerfile that runs nothing."""
+def _overlay(docker: Docker, context: StepContext, tree: Path, folder: Path, base: str, image: str,
+             env: Mapping[str, str], labels: Mapping[str, str], created: datetime) -> tuple[str, int | None]:
+    """Lay the branded files and settings over `base`; (image id, size in bytes or None)."""
+    _check_settings("ENV", env)
+    _check_settings("LABEL", labels)
+    info = docker.inspect(base)
+    if info is None:  # as FROM would: the base image from its registry, anonymously
+        docker.pull(base)
+        info = docker.inspect(base)
+        if info is None:
+            raise StepFailed(f"the base image {base} is not there after docker pull")
+    files = _overlay_files(docker, context, tree, folder, base, info["Id"])
+    clone = context.state["clone_repo"]
+    # Dated as the commit, as create_zip dates its entries: the same brand on the same commit is the same layer,
+    # which the daemon and the registry then already hold.
+    mtime = int(clone.get("commit_time") or created.replace(tzinfo=UTC).timestamp())
+    try:
+        layer = imagelayer.layer_tar(files, mtime) if files else None
+    except ValueError as error:
+        raise StepFailed(f"cannot lay a file over the base image: {error}") from None
+    if not _loads_layers(info):
+        return _overlay_build(docker, context, folder, base, image, layer, env, labels)
+    steps = [(f"COPY {len(files)} branded files / # Forgeyard overlay", True)] if layer is not None else []
+    # Names only: the values are in the config, and a baked secret would be shown once more by `docker history`.
+    steps += [(f"{keyword} {' '.join(values)}", False) for keyword, values in (("ENV", env), ("LABEL", labels))
+              if values]
+    history = imagelayer.base_history(imagecache.history(docker, info["Id"]), len(info["RootFS"]["Layers"]))
+    made = imagelayer.derive(info, history, layer=layer, env=env, labels=labels, created=_rfc3339(created),
+                             steps=steps)
+    archive = folder / "image.tar"
+    imagelayer.write_archive(made, image, archive)
+    docker.load(archive, what=f"docker load of {image}")
+    size = info.get("Size")
+    # What docker reports: the base's size plus the new layer's file bytes.
+    return made.id, size + sum(map(len, files.values())) if isinstance(size, int) else None
+
+
+def _loads_layers(info: Mapping[str, Any]) -> bool:
+    """Whether `docker load` can take a layer alone on top of this image's: not in the containerd image store
+    (its images have a Descriptor), whose loader wants every layer's blob in the archive."""
+    return "Descriptor" not in info
+
+
+def _overlay_build(docker: Docker, context: StepContext, folder: Path, base: str, image: str, layer: bytes | None,
+                   env: Mapping[str, str], labels: Mapping[str, str]) -> tuple[str, int | None]:
+    """The same overlay through the builder (FROM, ADD of the layer, ENV, LABEL), where the image store needs it."""
+    context.log("The daemon keeps images in the containerd image store: the overlay is built with docker build")
+    build_context = folder / "context"
+    build_context.mkdir()
+    text = f"FROM {base}\n"
+    if layer is not None:
+        (build_context / imagelayer.LAYER_NAME).write_bytes(layer)
+        text += f"ADD {imagelayer.LAYER_NAME} /\n"  # a local tar is unpacked, its owners and modes kept
+    dockerfile = build_context / "Dockerfile"
+    dockerfile.write_text(text + instruction("ENV", env) + instruction("LABEL", labels), encoding="utf-8")
+    image_id = docker.build(dockerfile, build_context, tag=image, build_args={}, network=None)
+    return image_id, docker.image_size(image_id)
+
+
+def _overlay_files(docker: Docker, context: StepContext, tree: Path, folder: Path, base: str,
+                   base_id: str) -> dict[str, bytes]:
+    """The files to lay over the base image, by path in the image: branded tree files and patched base files."""
     branding = context.state.get("apply_branding") or {}
     if not branding:
         context.log("No apply_branding in this job: the overlay adds only settings and labels")
-    rootfs = folder / "context" / "rootfs"
-    patches = _patches(branding)
+    files = {}
     skipped = []
     for relative in branding.get("files") or []:
         target = image_path(relative)
@@ -243,45 +314,26 @@ def _overlay_dockerfile(docker: Docker, context: StepContext, tree: Path, folder
             raise StepFailed(f"branded file {error}") from None
         if data is None:
             raise StepFailed(f"branded file {relative} is missing from the tree")
-        _write(rootfs, target, data)
+        files[target] = data
         context.log(f"overlay: {relative} -> {target}")
     if skipped:
         context.log("Not laid over the base image (compiled into its frontend, patched in it, or settings that "
                     "come as ENV lines): " + ", ".join(skipped))
-    copied = docker.copy_out(base, [patch.path for patch in patches], folder / "from-base",
-                             limit=MAX_PATCHED_FILE_BYTES) if patches else {}
+    patches = _patches(branding)
+    # By id: the files patched come from the very image the new one is laid on, whatever the name points to now.
+    copied = imagecache.files(docker, base_id, [patch.path for patch in patches], folder / "from-base",
+                              limit=MAX_PATCHED_FILE_BYTES) if patches else {}
     for patch in patches:
         try:
-            patched = patch.edit(copied[patch.path].read_text(encoding="utf-8", errors="replace"))
+            patched = patch.edit(copied[patch.path].decode("utf-8", errors="replace"))
         except ValueError:
             raise StepFailed(f"{patch.path} in {base} cannot be branded ({patch.what})") from None
         if patched is None:
             context.log(f"overlay: {patch.path} in {base} needs no change ({patch.what})")
             continue
-        _write(rootfs, patch.path, patched.encode("utf-8"))
+        files[patch.path] = patched.encode("utf-8")
         context.log(f"overlay: {patch.path} patched ({patch.what})")
-    text = f"FROM {base}\n"
-    if rootfs.exists():
-        _normalise_modes(rootfs)
-        text += "COPY rootfs/ /\n"
-    dockerfile = folder / "context" / "Dockerfile"
-    dockerfile.parent.mkdir(exist_ok=True)
-    dockerfile.write_text(text + instruction("ENV", env) + instruction("LABEL", labels), encoding="utf-8")
-    return dockerfile
-
-
-def _write(rootfs: Path, image_file: str, data: bytes) -> None:
-    destination = rootfs / image_file.lstrip("/")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(data)
-
-
-def _normalise_modes(root: Path) -> None:
-    # COPY keeps modes: files readable by the image's user whatever this process's umask was.
-    for folder, _, files in os.walk(root):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
+    return files
 
 
 STEP = BuiltinStep(KEY, "Build Docker Image", "Build Docker image", 5, False, run, requires=("clone_repo",))

@@ -49,18 +49,24 @@ def run(context: StepContext) -> dict[str, Any]:
         refs = [check_image_ref(f"{target.host}/{repository}:{tag}") for tag in tags]
     except ValueError as error:
         raise StepFailed(f"invalid image reference: {error}", "invalid_image_ref") from None
+    refused = (f"login to {target.host} as {target.username or ''!r} failed: the registry refused the credentials"
+               if target.secret else f"{target.host} refused the push: it asks for credentials and none were given")
     with Docker(context) as docker:
         if target.secret:
-            context.log(f"Logging in to {target.host} as {target.username}")
-            docker.login(target.host, target.username or "", target.secret)
+            # Filed as `docker login` would file it; the registry checks it at the push, which says when it refuses.
+            context.log(f"Pushing to {target.host} as {target.username} (the login is in this step's DOCKER_CONFIG)")
+            docker.add_auth(target.host, target.username or "", target.secret)
+        tagged = []
         try:
+            digests = []
             for ref in refs:
                 docker.tag(built["image_id"], ref)
-                docker.push(ref)
-            digest = _pushed_digest(docker.repo_digests(refs[0]), target.host, repository)
+                tagged.append(ref)
+                digests.append(docker.push(ref, refused=refused))
+            digest = digests[0] or _pushed_digest(docker.repo_digests(refs[0]), target.host, repository)
         finally:
-            for ref in refs:  # the registry names must not keep the image alive past its own expiry
-                docker.untag(ref)
+            if tagged:  # the registry names must not keep the image alive past its own expiry
+                docker.untag(*tagged)
     urls = [f"{ref}@{digest}" for ref in refs]
     for url, tag in zip(urls, tags, strict=True):
         context.record_output("registry_image", image_url=url, image_id=built["image_id"], expires_at=None,

@@ -76,13 +76,14 @@ def docker_lines(log: str) -> list[str]:
 
 
 class ProcessWatch:
-    """Reads /proc while a run goes on: every command line, and the DOCKER_CONFIG (and its mode) of each
-    `docker login`, with whether a secret was in any docker process's environment."""
+    """Reads /proc while a run goes on: every command line, and the DOCKER_CONFIG (its mode, and its config.json's)
+    of each `docker push`, with whether a secret was in any docker process's environment."""
 
     def __init__(self, secrets: list[str]) -> None:
         self.secrets = [secret.encode() for secret in secrets]
         self.cmdlines: set[bytes] = set()
-        self.logins: list[tuple[list[bytes], str, int | None]] = []  # (argv, DOCKER_CONFIG, its mode)
+        # (argv, DOCKER_CONFIG, its mode, the mode of the config.json holding the login)
+        self.pushes: list[tuple[list[bytes], str, int | None, int | None]] = []
         self.secret_in_environ = False
         self._seen: set[int] = set()
         self._stop = threading.Event()
@@ -118,13 +119,15 @@ class ProcessWatch:
         except OSError:
             return
         self.secret_in_environ |= any(secret in value for value in environ.values() for secret in self.secrets)
-        if b"login" in argv[1:2]:
+        if b"push" in argv[1:2]:
             config = environ.get(b"DOCKER_CONFIG", b"").decode()
-            try:
-                mode = os.stat(config).st_mode & 0o777 if config else None
-            except OSError:
-                mode = None
-            self.logins.append((argv, config, mode))
+            modes = []
+            for path in (config, os.path.join(config, "config.json")):
+                try:
+                    modes.append(os.stat(path).st_mode & 0o777 if config else None)
+                except OSError:
+                    modes.append(None)
+            self.pushes.append((argv, config, *modes))
 
     def secret_in_argv(self) -> bool:
         return any(secret in cmdline for cmdline in self.cmdlines for secret in self.secrets)
@@ -146,7 +149,7 @@ def _home_docker(server: ApiServer) -> list[tuple[str, float]]:
 # -- S09 ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", ["success", "wrong_password", "cancelled"])
-def test_S09_docker_login_through_stdin_into_a_private_config(dock: ApiServer, docker_engine: DockerEngine,
+def test_S09_the_login_is_filed_in_a_private_config_never_on_argv(dock: ApiServer, docker_engine: DockerEngine,
                                                               docker_registry: RegistryService,
                                                               openwebui_base_image: str, silent_registry: str,
                                                               tmp_path: Path, case: str):
@@ -165,9 +168,9 @@ def test_S09_docker_login_through_stdin_into_a_private_config(dock: ApiServer, d
             else:
                 execute(dock, run_id, wait=0)
                 deadline = time.monotonic() + 60
-                while not watch.logins and time.monotonic() < deadline:
+                while not watch.pushes and time.monotonic() < deadline:
                     time.sleep(0.01)
-                assert watch.logins, "docker login never started"
+                assert watch.pushes, "docker push never started"
                 assert dock.client().post(f"/runs/{run_id}/cancel").status_code == 200
                 run = wait_for_end(dock, run_id)
         thread.join(60)
@@ -179,14 +182,15 @@ def test_S09_docker_login_through_stdin_into_a_private_config(dock: ApiServer, d
         docker_registry.manifest(IMAGE, tag)  # it was pushed
     if case == "wrong_password":
         assert f"login to {docker_registry.host} as '{docker_registry.username}' failed" in run["logs"]
-    logins = [line for line in docker_lines(run["logs"]) if line.startswith("$ docker login")]
-    assert logins and all("--password-stdin" in line for line in logins)
+    # The login is filed in the step's DOCKER_CONFIG (no `docker login` round trip); the push presents it.
+    assert not [line for line in docker_lines(run["logs"]) if line.startswith("$ docker login")]
+    assert [line for line in docker_lines(run["logs"]) if line.startswith("$ docker push")]
     assert not watch.secret_in_argv() and not watch.secret_in_environ
-    for argv, config, mode in watch.logins:  # seen for certain while a login hangs, and most often otherwise
-        assert b"--password-stdin" in argv
+    for _, config, mode, file_mode in watch.pushes:  # seen for certain while a push hangs, and most often otherwise
         assert config.startswith(str(dock.home)) and mode in (0o700, None), (config, oct(mode or 0))
+        assert file_mode in (0o600, None), oct(file_mode or 0)
         assert not os.path.exists(config), "DOCKER_CONFIG outlived the run"
-    assert case != "cancelled" or watch.logins[0][2] == 0o700
+    assert case != "cancelled" or watch.pushes[0][2:] == (0o700, 0o600)
     assert "docker configs left: 0" in run["logs"], "the push step left its DOCKER_CONFIG behind"
     assert _home_docker(dock) == home_docker, "~/.docker was touched"
     assert not leaks(password, dock.home, tmp_path, texts=run_outputs(dock, run_id, frames))
@@ -251,7 +255,7 @@ def test_S12_an_image_of_another_registry_is_never_pushed_with_a_stored_credenti
     finally:
         docker_engine.run("image", "rm", "--", "evil.example/x:1", check=False)
     assert run["status"] == "failed" and run["error"] == "credential_host_mismatch", run["logs"]
-    assert [line.split()[2] for line in docker_lines(run["logs"])] == ["build"], run["logs"]  # no login, tag, push
+    assert [line.split()[2] for line in docker_lines(run["logs"])] == ["load"], run["logs"]  # no tag, no push
     assert "evil.example/x names the registry evil.example" in run["logs"]
     assert docker_registry.request("x/tags/list")[0] == 404
     assert docker_registry.password not in run["logs"]
