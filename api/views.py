@@ -18,7 +18,7 @@ LIST_LOG_TAIL_LINES = 20  # a list carries a bounded tail of each run's log; one
 # What a list entry shows: a page leaves the spec, plan and inputs (often the bulk of a row) in the database.
 LIST_COLUMNS = (Run.id, Run.status, Run.steps_to_execute_json, Run.git_repository_id, Run.output_type, Run.registry_id,
                 Run.started_at, Run.completed_at, Run.created_at, Run.trigger, Run.pipeline_name, Run.error,
-                Run.attempt, Run.custom_parameters_json)
+                Run.attempt, Run.custom_parameters_json, Run.queued_at)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -106,6 +106,7 @@ def _run_fields(run: Run, logs: str) -> dict[str, Any]:
         "git_repository_id": run.git_repository_id,
         "output_type": run.output_type,
         "registry_id": run.registry_id,
+        "queued_at": iso(run.queued_at),
         "started_at": iso(run.started_at or run.created_at),
         "completed_at": iso(run.completed_at),
         "logs": logs,

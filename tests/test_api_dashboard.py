@@ -22,7 +22,7 @@ from runner.openwebui import IMAGE_VARIANTS
 from runner.steps.apply_branding import source_kind
 from schemas import schema_path
 from tests.services.api_server import ApiServer, api_server_fixture, start_api_server  # noqa: F401  (a fixture)
-from tests.test_api_runs import TICKER, ZIP_REQUEST, assert_error, create, run_to_end, wait_for
+from tests.services.runs_api import TICKER, ZIP_REQUEST, assert_error, create, run_to_end, wait_for
 
 CREATED_LINE = "Pipeline run created. Waiting for execution.\n"
 GRAPH = """\

@@ -24,17 +24,9 @@ from websockets.exceptions import InvalidStatus
 
 from runner.models import BuildOutput
 from tests.services.api_server import ApiServer, api_server_fixture, start_api_server  # noqa: F401  (a fixture)
+from tests.services.runs_api import TICKER, ZIP_REQUEST, assert_error, create, run_to_end, wait_for
 
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] .*$")
-ZIP_REQUEST = {"steps_to_execute": ["clone_repo", "create_zip"], "output_type": "zip"}
-TICKER = """\
-name: ticker
-jobs:
-  tick:
-    steps:
-      - run: |
-          for i in $(seq 1 {count}); do echo "tick $i $(date +%s.%N)"; sleep {pause}; done
-"""
 
 # The reference's Python SDK example ("SDK Examples / Python"), verbatim but for the base URL and token.
 SDK_EXAMPLE = '''\
@@ -81,42 +73,8 @@ while True:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
-def create(client: httpx.Client, body: dict, status: int = 201) -> dict:
-    response = client.post("/runs", json=body)
-    assert response.status_code == status, response.text
-    return response.json()["pipeline_run"]
-
-
-def run_to_end(client: httpx.Client, body: dict) -> dict:
-    run = create(client, body)
-    result = client.post(f"/runs/{run['id']}/execute", params={"wait": 60}).json()["execution_result"]
-    assert result["status"] in ("completed", "failed", "cancelled"), result
-    return client.get(f"/runs/{run['id']}").json()["pipeline_run"]
-
-
-def wait_for(client: httpx.Client, run_id: int, statuses: tuple[str, ...], timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/runs/{run_id}").json()["pipeline_run"]
-        if run["status"] in statuses:
-            return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} is still {run['status']} after {timeout} s")
-
-
 def log_messages(messages: list[dict]) -> list[dict]:
     return [m for m in messages if m["type"] == "log"]
-
-
-def assert_error(response: httpx.Response, status: int, error: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) <= {"error", "message", "code"} and body["message"], body
-    assert "Traceback" not in response.text and "/home/" not in body["message"]
-    if error:
-        assert body["error"] == error, body
-    return body
 
 
 # -- the documented flow ---------------------------------------------------------------------------------------
@@ -476,6 +434,19 @@ def test_values_of_the_wrong_type_are_400(api_server: ApiServer):
                  {**ZIP_REQUEST, "custom_parameters": 0}):
         assert_error(api_server.once("POST", "/runs", json=body), 400)
     assert_error(api_server.once("GET", "/runs?limit="), 400)
+
+
+def test_queued_at_says_whether_a_pending_run_was_asked_to_execute(api_server: ApiServer):
+    client = api_server.client()
+    run = create(client, {"spec": TICKER.format(count=1, pause=0)})
+    assert run["status"] == "pending" and run["queued_at"] is None
+    listed = {entry["id"]: entry for entry in client.get("/runs", params={"limit": 50}).json()["runs"]}
+    assert listed[run["id"]]["queued_at"] is None
+    assert client.post(f"/runs/{run['id']}/execute", params={"wait": 30}).json()["execution_result"]["success"]
+    queued_at = client.get(f"/runs/{run['id']}").json()["pipeline_run"]["queued_at"]
+    assert queued_at and run["created_at"] <= queued_at  # kept once the run has started and ended
+    listed = {entry["id"]: entry for entry in client.get("/runs", params={"limit": 50}).json()["runs"]}
+    assert listed[run["id"]]["queued_at"] == queued_at
 
 
 def test_executing_twice_is_a_conflict(api_server: ApiServer):

@@ -20,9 +20,12 @@ from tests.services.api_server import ApiServer, start_api_server
 CHROMIUM = os.environ.get("FORGEYARD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "dashboard"
 # What a page may log without failing its test: the API's refusals the pages provoke on purpose (the YAML preview
-# asks about invalid combinations to show the API's message; a wrong token gets 401) — Chromium logs each one.
+# asks about invalid combinations to show the API's message; a wrong token gets 401; a run's stream refuses a
+# revoked token before the page checks it and signs out) — Chromium logs each one.
 EXPECTED_CONSOLE = re.compile(r"Failed to load resource: the server responded with a status of "
-                              r"(400|401|403|404|409|413|422)")
+                              r"(400|401|403|404|409|413|422)"
+                              r"|^WebSocket connection to 'ws://127\.0\.0\.1:\d+/api/pipelines/runs/\d+/ws\?since=\d+' "
+                              r"failed: Error during WebSocket handshake: Unexpected response code: 403$")
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +51,15 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSe
 
 
 @pytest.fixture
-def open_page(browser, dashboard_server: ApiServer) -> Iterator[Callable[..., object]]:
-    """open_page(role) → a Playwright Page signed in through the form with a token of `role` (None: not signed
-    in), on the runs page; each in its own browser context (its own sessionStorage)."""
+def open_page(browser, request: pytest.FixtureRequest) -> Iterator[Callable[..., object]]:
+    """open_page(role, path, server) → a Playwright Page signed in through the form with a token of `role` (None:
+    not signed in), at `path`; each in its own browser context (its own sessionStorage). `server` defaults to the
+    module's `dashboard_server`; another one must outlive the test (a module fixture), or its page logs errors."""
     contexts, problems = [], []
 
-    def open_as(role: str | None = "admin", path: str = "#/runs"):
-        context = browser.new_context(accept_downloads=True, base_url=dashboard_server.base_url,
+    def open_as(role: str | None = "admin", path: str = "#/runs", server: ApiServer | None = None):
+        server = server or request.getfixturevalue("dashboard_server")
+        context = browser.new_context(accept_downloads=True, base_url=server.base_url,
                                       viewport={"width": 1280, "height": 900})
         contexts.append(context)
         page = context.new_page()
@@ -64,7 +69,7 @@ def open_page(browser, dashboard_server: ApiServer) -> Iterator[Callable[..., ob
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         page.goto("/ui/")
         if role is not None:
-            sign_in(page, dashboard_server.token(role) if role != "admin" else dashboard_server.admin_token)
+            sign_in(page, server.token(role) if role != "admin" else server.admin_token)
         if path != "#/runs":
             page.goto(f"/ui/{path}")
         return page

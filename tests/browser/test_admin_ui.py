@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.browser.conftest import screenshot
-from tests.services.api_server import ApiServer
-from tests.test_api_runs import run_to_end
+from tests.services.api_server import ApiServer, start_api_server
+from tests.services.registry import RegistryService
+from tests.services.runs_api import run_to_end
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -203,6 +204,42 @@ def test_registries_are_created_edited_and_deleted(open_page, dashboard_server: 
     page.get_by_role("button", name="Confirm delete").click()
     expect(page.get_by_text("No registry yet.")).to_be_visible()
     assert client.get(f"/registries/{registry['id']}").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def registry_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server that may reach a registry on loopback (the suite's docker-registry), which others refuse (SSRF)."""
+    with start_api_server(tmp_path_factory.mktemp("registry-verify"),
+                          extra_env={"FORGEYARD_ALLOW_PRIVATE_REGISTRIES": "1"}) as server:
+        yield server
+
+
+def test_verify_logs_in_to_a_real_registry(open_page, registry_server: ApiServer,
+                                           docker_registry: RegistryService) -> None:
+    page = open_page("admin", "#/registries", server=registry_server)
+    page.get_by_role("button", name="New registry").click()
+    page.get_by_label("Name", exact=True).fill("suite registry")
+    page.get_by_label("Host").fill(docker_registry.host)
+    page.get_by_label("User name").fill(docker_registry.username)
+    page.get_by_label("Password").fill(docker_registry.password)
+    page.get_by_role("button", name="Create registry").click()
+    verdict = row(page, "suite registry").get_by_role("status")
+    expect(verdict).to_have_text("no")
+    page.get_by_role("button", name="Verify suite registry").click()
+    expect(verdict).to_have_text(f"OK: logged in to {docker_registry.host} as {docker_registry.username}")
+
+    page.get_by_role("button", name="Edit suite registry").click()
+    page.get_by_label("Password").fill(f"not-{docker_registry.password}")
+    page.get_by_role("button", name="Save").click()
+    expect(verdict).to_have_text("no")  # a new password forgets the verification
+    page.get_by_role("button", name="Verify suite registry").click()
+    expect(verdict).to_have_text(re.compile(r"^Failed: "))
+    client = registry_server.client()
+    [registry] = client.get("/registries").json()["registries"]
+    refused = client.post(f"/registries/{registry['id']}/verify").json()["verification"]
+    assert refused["ok"] is False and "refused the credentials" in refused["message"]
+    expect(verdict).to_have_text(f"Failed: {refused['message']}")
+    screenshot(page, "registry-verified")
 
 
 # -- roles ---------------------------------------------------------------------------------------------------------

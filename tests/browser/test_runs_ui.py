@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
-from tests.services.api_server import ApiServer
-
-ZIP_BUILD = {"steps_to_execute": ["clone_repo", "create_zip"], "output_type": "zip"}
+from tests.browser.conftest import screenshot, sign_in
+from tests.services.api_server import ApiServer, start_api_server
+from tests.services.runs_api import ZIP_REQUEST, create, run_to_end
 
 
 def _spec(script: str) -> str:
@@ -32,11 +33,9 @@ def _start_shell_run(server: ApiServer, script: str) -> int:
 
 def _completed_run(server: ApiServer, body: dict) -> dict:
     """A run of `body` (as admin), executed and waited for; its view once completed."""
-    client = server.client()
-    run_id = client.post("/runs", json=body).json()["pipeline_run"]["id"]
-    result = client.post(f"/runs/{run_id}/execute", params={"wait": 120}).json()["execution_result"]
-    assert result["status"] == "completed", result
-    return client.get(f"/runs/{run_id}").json()["pipeline_run"]
+    run = run_to_end(server.client(), body)
+    assert run["status"] == "completed", run
+    return run
 
 
 def _line(page, text: str):
@@ -48,12 +47,42 @@ def _log_lines(page) -> list[str]:
     return page.locator(".log .line").all_inner_texts()
 
 
-def _wait_for_connections(page, routes: list, count: int) -> None:
-    for _ in range(200):  # the route handler runs while Playwright waits
-        if len(routes) >= count:
+def _wait_until_logged(server: ApiServer, run_id: int, line: str) -> None:
+    """Returns once the run's log (read through the API) has `line`."""
+    for _ in range(600):
+        if line in server.client().get(f"/runs/{run_id}").json()["pipeline_run"]["logs"].splitlines():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} never logged {line!r}")
+
+
+def _wait_until(page, done, what: str) -> None:
+    """Lets the page run until `done()` (Playwright's handlers and listeners run only while it waits)."""
+    for _ in range(400):
+        if done():
             return
         page.wait_for_timeout(50)
-    raise AssertionError(f"the page opened {len(routes)} WebSocket(s), not {count}")
+    raise AssertionError(f"the page never got to: {what}")
+
+
+def _proxy_web_sockets(page) -> list:
+    """Routes the page's run WebSockets through Playwright to the server; the list of their routes, in order, lets a
+    test drop the page's side of one."""
+    connections = []
+
+    def proxy(route) -> None:
+        route.connect_to_server()
+        connections.append(route)
+
+    page.route_web_socket(re.compile(r"/runs/\d+/ws"), proxy)
+    return connections
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server without workers: a run asked to execute stays queued (pending) for as long as a test looks."""
+    with start_api_server(tmp_path_factory.mktemp("idle"), workers=0) as server:
+        yield server
 
 
 def test_sign_in_refuses_a_wrong_token_and_accepts_a_right_one(open_page, dashboard_server: ApiServer) -> None:
@@ -148,7 +177,7 @@ def test_the_job_graph_puts_each_job_in_a_column_after_the_jobs_it_needs(open_pa
 
 
 def test_the_zip_download_matches_its_checksum(open_page, dashboard_server: ApiServer, tmp_path: Path) -> None:
-    run = _completed_run(dashboard_server, ZIP_BUILD)
+    run = _completed_run(dashboard_server, ZIP_REQUEST)
     [output] = run["build_outputs"]
     page = open_page("operator", f"#/runs/{run['id']}")
     shown = page.locator(".output .checksum")
@@ -182,18 +211,12 @@ def test_the_log_survives_a_reconnect_without_losing_or_repeating_lines(open_pag
                               f"while [ ! -e {go} ]; do sleep 0.1; done\n"
                               "for i in $(seq 21 40); do echo number $i; sleep 0.05; done")
     page = open_page("viewer")
-    connections = []
-
-    def proxy(route) -> None:  # forwards to the server; lets the test drop the page's side of the socket
-        route.connect_to_server()
-        connections.append(route)
-
-    page.route_web_socket(re.compile(r"/runs/\d+/ws"), proxy)
+    connections = _proxy_web_sockets(page)
     page.goto(f"/ui/#/runs/{run_id}")
     expect(_line(page, "number 20")).to_have_count(1)
     connections[0].close()
     go.touch()  # lines 21-40 are now written, the first ones while the page has no connection
-    _wait_for_connections(page, connections, 2)
+    _wait_until(page, lambda: len(connections) >= 2, "a second WebSocket")
     expect(page.locator(".summary")).to_contain_text("completed")
     expect(page.get_by_role("status").filter(has_text="run finished")).to_be_visible()
     lines = _log_lines(page)
@@ -218,7 +241,7 @@ def test_ansi_colours_render_as_classes_and_markup_as_text(open_page, dashboard_
 
 
 def test_a_viewer_sees_no_new_build_cancel_or_rerun_buttons(open_page, dashboard_server: ApiServer) -> None:
-    finished = _completed_run(dashboard_server, ZIP_BUILD)
+    finished = _completed_run(dashboard_server, ZIP_REQUEST)
     running = _start_shell_run(dashboard_server, "echo viewer watching\nsleep 60")
     try:
         page = open_page("viewer")
@@ -235,7 +258,7 @@ def test_a_viewer_sees_no_new_build_cancel_or_rerun_buttons(open_page, dashboard
 
 
 def test_rerun_starts_a_new_run_of_the_same_build(open_page, dashboard_server: ApiServer) -> None:
-    first = _completed_run(dashboard_server, ZIP_BUILD)
+    first = _completed_run(dashboard_server, ZIP_REQUEST)
     page = open_page("operator", f"#/runs/{first['id']}")
     page.get_by_role("button", name="Re-run").click()
     expect(page).not_to_have_url(re.compile(rf"#/runs/{first['id']}$"))
@@ -248,7 +271,7 @@ def test_rerun_starts_a_new_run_of_the_same_build(open_page, dashboard_server: A
 
 def test_the_list_filters_by_status_and_pages_by_twenty(open_page, dashboard_server: ApiServer) -> None:
     client = dashboard_server.client()
-    created = [client.post("/runs", json=ZIP_BUILD).json()["pipeline_run"]["id"] for _ in range(24)]
+    created = [client.post("/runs", json=ZIP_REQUEST).json()["pipeline_run"]["id"] for _ in range(24)]
     assert client.post(f"/runs/{created[0]}/cancel").status_code == 200  # the others stay pending: never executed
     total = client.get("/runs", params={"status": "pending", "limit": 1}).json()["total"]
     cancelled = client.get("/runs", params={"status": "cancelled", "limit": 20}).json()["count"]
@@ -268,3 +291,83 @@ def test_the_list_filters_by_status_and_pages_by_twenty(open_page, dashboard_ser
     expect(rows).to_have_count(20)
     page.get_by_label("Status", exact=True).select_option("cancelled")
     expect(rows.locator(".status")).to_have_text(["cancelled"] * cancelled)
+
+
+def test_a_revoked_token_ends_on_the_sign_in_form_instead_of_reconnecting(open_page, dashboard_server) -> None:
+    admin = dashboard_server.client()
+    created = admin.post("/tokens", json={"name": "revoked while watching", "role": "viewer"})
+    assert created.status_code == 201, created.text
+    run_id = _start_shell_run(dashboard_server, "echo watched by a doomed token\nsleep 60")
+    try:
+        page = open_page(None)
+        sign_in(page, created.json()["token"])
+        connections = _proxy_web_sockets(page)
+        page.goto(f"/ui/#/runs/{run_id}")
+        expect(_line(page, "watched by a doomed token")).to_have_count(1)
+        assert admin.delete(f"/tokens/{created.json()['api_token']['id']}").status_code == 200
+        connections[0].close()  # the page reconnects, and the server refuses the revoked token
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        expect(page.get_by_label("API token")).to_be_focused()
+        assert len(connections) == 2  # the first refused reconnection signed the page out
+    finally:
+        admin.post(f"/runs/{run_id}/cancel")
+
+
+def test_durations_count_up_while_the_run_runs_without_asking_the_server(open_page, dashboard_server) -> None:
+    client = dashboard_server.client()
+    run_id = _start_shell_run(dashboard_server, "echo counting\nsleep 60")
+    try:
+        # Every line is written before the page opens: its one step refresh (STEP_REFRESH_MS after the lines
+        # arrive) is then its last request, and the test watches the page after it.
+        _wait_until_logged(dashboard_server, run_id, "counting")
+        requests: list[str] = []
+        page = open_page("viewer")
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(f"/ui/#/runs/{run_id}")
+        expect(_line(page, "counting")).to_have_count(1)
+        _wait_until(page, lambda: sum(url.endswith(f"/runs/{run_id}") for url in requests) >= 2, "the step refresh")
+        asked = len(requests)
+        for shown in (page.locator(".summary .elapsed"), page.locator(".step .elapsed")):
+            first = shown.inner_text()
+            expect(shown).not_to_have_text(first)
+            second = shown.inner_text()
+            expect(shown).not_to_have_text(second)  # twice: a late refresh could explain one change, not two
+        assert requests[asked:] == []
+    finally:
+        client.post(f"/runs/{run_id}/cancel")
+
+
+def test_start_shows_only_for_a_run_not_yet_asked_to_execute(open_page, idle_server: ApiServer) -> None:
+    client = idle_server.client()
+    waiting, queued = create(client, ZIP_REQUEST), create(client, ZIP_REQUEST)
+    assert client.post(f"/runs/{queued['id']}/execute").status_code == 200  # queued elsewhere: no worker takes it
+    page = open_page("operator", f"#/runs/{queued['id']}", server=idle_server)
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    expect(page.locator(".summary")).to_contain_text("pending")
+    expect(page.get_by_role("button", name="Start")).to_have_count(0)
+
+    page.goto(f"/ui/#/runs/{waiting['id']}")
+    start = page.get_by_role("button", name="Start")
+    start.click()
+    expect(start).to_have_count(0)
+    assert client.get(f"/runs/{waiting['id']}").json()["pipeline_run"]["queued_at"]
+    page.reload()
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    expect(page.locator(".summary")).to_contain_text("pending")
+    expect(start).to_have_count(0)
+
+
+def test_the_licence_exception_chosen_in_the_form_reaches_the_yaml(open_page, dashboard_server) -> None:
+    template = dashboard_server.client().post("/templates", json={"name": "licensed", "app_name": "Licensed AI"})
+    assert template.status_code == 201, template.text
+    page = open_page("operator", "#/new")
+    exception = page.get_by_label("Licence exception")
+    expect(exception).to_be_hidden()
+    page.get_by_label("Apply Branding Template").check()
+    expect(exception).to_have_accessible_description(re.compile(r"Open WebUI's licence forbids .* an enterprise"))
+    page.get_by_label("Branding template", exact=True).select_option(label="licensed")
+    preview = page.get_by_label("YAML preview")
+    expect(preview).to_contain_text(re.compile(rf"template\"?: {template.json()['template']['id']}\n"))
+    expect(preview).not_to_contain_text("license_exception")  # none chosen: the template's own
+    exception.select_option(label="(ii) Written permission from the copyright holder")
+    expect(preview).to_contain_text("license_exception: written_permission")

@@ -3,6 +3,7 @@
 
 import {api} from "../api.js";
 import {field, h, replace} from "../dom.js";
+import {exceptionSelect, LICENCE_EXPLAINED} from "../licence.js";
 
 const PREVIEW_DELAY_MS = 400;  // one preview request once the user pauses, not one per keystroke
 const OUTPUT_TYPES = {zip: "ZIP archive", docker_image: "Docker image", both: "ZIP archive and Docker image"};
@@ -39,14 +40,17 @@ export default {
     const registry = select("registry", "Choose a registry", registries);
     const template = select("template", "Choose a template", templates);
     const preset = select("preset", "No preset", presets);
+    const exception = exceptionSelect("license-exception", "The template's own choice");
     const registryField = stepField("Registry", registry,
       registries.length ? null : "No registry yet: an admin adds one under Registries.");
     const templateField = stepField("Branding template", template,
       templates.length ? null : "No branding template yet: an admin adds one under Branding.");
     const presetField = stepField("Configuration preset", preset, "Optional: stored Open WebUI settings.");
+    const exceptionField = stepField("Licence exception", exception, LICENCE_EXPLAINED);
     // [step, its field, the control, required while shown]
     const conditional = [["push_registry", registryField, registry, true],
-      ["apply_branding", templateField, template, true], ["apply_config", presetField, preset, false]];
+      ["apply_branding", templateField, template, true], ["apply_branding", exceptionField, exception, false],
+      ["apply_config", presetField, preset, false]];
 
     const byKey = new Map(steps.map((step) => [step.key, step]));
     const boxes = new Map(steps.map((step) => [step.key, h("input", {
@@ -81,6 +85,7 @@ export default {
       const parameters = {};
       if (ref.value.trim()) parameters.ref = ref.value.trim();
       if (keys.includes("apply_branding") && template.value) parameters.branding_template = Number(template.value);
+      if (keys.includes("apply_branding") && exception.value) parameters.license_exception = exception.value;
       if (keys.includes("apply_config") && preset.value) parameters.config_preset = Number(preset.value);
       if (Object.keys(parameters).length) body.custom_parameters = parameters;
       return body;
@@ -134,7 +139,9 @@ export default {
       OUTPUT_STEPS[outputType.value].forEach(tick);
       changed();
     });
-    for (const control of [repository, registry, template, preset]) control.addEventListener("change", changed);
+    for (const control of [repository, registry, template, exception, preset]) {
+      control.addEventListener("change", changed);
+    }
     ref.addEventListener("input", changed);
 
     const stepList = h("fieldset", {}, h("legend", {}, "Steps"),
@@ -147,7 +154,7 @@ export default {
       field("Ref", ref, "Optional branch, tag or commit; empty: the repository's default."),
       stepList,
       field("Output type", outputType),
-      registryField, templateField, presetField,
+      registryField, templateField, exceptionField, presetField,
       formError,
       submit);
     replace(main,

@@ -2,7 +2,7 @@
 // streamed over the run's WebSocket and resumed from the last line seen after a lost connection.
 
 import {ansiNodes} from "../ansi.js";
-import {api, runStream, saveBlob, sha256Hex} from "../api.js";
+import {api, ApiFailure, runStream, saveBlob, sha256Hex} from "../api.js";
 import {duration, flash, h, replace, statusBadge, when} from "../dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
@@ -10,6 +10,18 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];  // between reconnects, the la
 // While lines arrive the steps move without the run's status changing: their states are fetched again at most
 // this often (GET /runs/N carries the whole log, so never once per line).
 const STEP_REFRESH_MS = 5000;
+const TICK_MS = 1000;  // how often the durations of what is still running count up
+
+/** A duration; while it has no end, a span the page's ticker counts up (see `tick`). */
+function elapsed(start, end) {
+  const text = duration(start, end);
+  return start && !end ? h("span", {className: "elapsed", dataset: {since: start}}, text) : text;
+}
+
+/** Counts up every open-ended duration under `root` without asking the server. */
+function tick(root) {
+  for (const node of root.querySelectorAll(".elapsed")) replace(node, duration(node.dataset.since, null));
+}
 
 function repositoryName(run) {
   if (run.git_repository_id === null) return "official";
@@ -25,7 +37,7 @@ function summary(run) {
     ["Created", when(run.created_at)],
     ["Started", run.status === "pending" ? "" : when(run.started_at)],
     ["Completed", when(run.completed_at)],
-    ["Duration", run.status === "pending" ? "" : duration(run.started_at, run.completed_at)],
+    ["Duration", run.status === "pending" ? "" : elapsed(run.started_at, run.completed_at)],
     ["Attempt", run.attempt || ""],
     ["Error", run.error],
   ].filter(([, value]) => value !== null && value !== undefined && value !== "");
@@ -50,8 +62,9 @@ function columns(jobs) {
 
 function stepItem(step) {
   const exit = step.exit_code ? `exit ${step.exit_code}` : null;  // null while running, 0 on success
+  const time = elapsed(step.started_at, step.completed_at);
   return h("li", {className: "step"}, statusBadge(step.status), " ", h("span", {className: "step-name"}, step.name),
-    h("span", {className: "muted"}, [duration(step.started_at, step.completed_at), exit].filter(Boolean).join(" · ")));
+    h("span", {className: "muted"}, time, time && exit ? " · " : null, exit));
 }
 
 function jobCard(job, names) {
@@ -59,7 +72,7 @@ function jobCard(job, names) {
   return h("section", {className: "job card", "aria-label": `Job ${job.name}`},
     h("h3", {}, statusBadge(job.status), " ", job.name),
     needs.length ? h("p", {className: "muted"}, `needs ${needs.join(", ")}`) : null,
-    h("p", {className: "muted"}, duration(job.started_at, job.completed_at)),
+    h("p", {className: "muted"}, elapsed(job.started_at, job.completed_at)),
     h("ol", {className: "steps"}, job.steps.map(stepItem)));
 }
 
@@ -147,8 +160,19 @@ function logPanel() {
   };
 }
 
-/** Streams the run's log into `log` from its last seq; reconnects with backoff until the run has finished.
- *  Returns the function that stops it. */
+/** Whether the server refuses the page's token (revoked or expired). api() has then announced it, and main.js
+ *  has gone to the sign-in page; any other failure (the server unreachable) says nothing about the token. */
+async function tokenRefused() {
+  try {
+    await api("/tokens/me");
+    return false;
+  } catch (failure) {
+    return failure instanceof ApiFailure && failure.status === 401;
+  }
+}
+
+/** Streams the run's log into `log` from its last seq; reconnects with backoff until the run has finished or the
+ *  token is refused. Returns the function that stops it. */
 function stream(runId, log, {onStatus, onLines, onFinished}) {
   let socket = null;
   let timer = null;
@@ -156,8 +180,9 @@ function stream(runId, log, {onStatus, onLines, onFinished}) {
   let finished = false;
   let stopped = false;
   const connect = () => {
+    let opened = false;
     socket = runStream(runId, log.lastSeq);
-    socket.addEventListener("open", () => log.state("live"));
+    socket.addEventListener("open", () => { opened = true; log.state("live"); });
     socket.addEventListener("message", (event) => {
       failures = 0;
       const message = JSON.parse(event.data);
@@ -168,7 +193,7 @@ function stream(runId, log, {onStatus, onLines, onFinished}) {
         onStatus(message.status);
       }
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", async () => {
       socket = null;
       if (stopped) return;
       if (finished) {  // the server closes the stream after the run's last line
@@ -176,6 +201,9 @@ function stream(runId, log, {onStatus, onLines, onFinished}) {
         onFinished();
         return;
       }
+      // A refused handshake gives the page no reason; a revoked token would be refused every time, forever.
+      if (!opened && await tokenRefused()) return;
+      if (stopped) return;  // left while the token was checked
       const delay = BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)];
       failures += 1;
       log.state(`connection lost; reconnecting in ${delay / 1000} s…`);
@@ -195,10 +223,8 @@ export default {
     let left = false;
     let latest = 0;  // the newest refresh: an older answer arriving late never overwrites a newer one
     let stepTimer = null;
+    let ticker = null;  // counts the durations up while the run is running
     let shownOutputs = null;
-    // GET /runs/N does not say whether a pending run was asked to execute: Start shows until it is asked here
-    // (if it was asked elsewhere, POST …/execute answers 409 "already queued", shown as the error).
-    let queued = false;
     const actions = h("div", {className: "toolbar"});
     const details = h("div");
     const jobs = h("div");
@@ -229,10 +255,9 @@ export default {
     function actionButtons() {
       if (!ctx.allows("operator")) return [];
       const buttons = [];
-      if (run.status === "pending" && !queued) {
+      if (run.status === "pending" && run.queued_at === null) {  // not yet asked to execute, here or elsewhere
         const start = h("button", {type: "button", onclick: () => act(start, async () => {
           await api(`/runs/${id}/execute`, {method: "POST"});
-          queued = true;
           await refresh();
         })}, "Start");
         buttons.push(start);
@@ -258,6 +283,11 @@ export default {
       replace(details, summary(run));
       replace(jobs, run.jobs.length ? [h("h2", {}, "Jobs"), jobGraph(run.jobs)] : null);
       const ended = TERMINAL.has(run.status);
+      if (run.status === "running" && ticker === null) ticker = setInterval(() => tick(main), TICK_MS);
+      if (run.status !== "running" && ticker !== null) {
+        clearInterval(ticker);
+        ticker = null;
+      }
       const key = `${ended} ${run.build_outputs.map((output) => `${output.id}:${output.expired}`)}`;
       if (key !== shownOutputs) {  // re-rendered only when they change, so a download's result stays in view
         shownOutputs = key;
@@ -279,6 +309,6 @@ export default {
       },
       onFinished: () => TERMINAL.has(run.status) || refresh(),
     });
-    return () => { left = true; clearTimeout(stepTimer); stop(); };
+    return () => { left = true; clearTimeout(stepTimer); clearInterval(ticker); stop(); };
   },
 };

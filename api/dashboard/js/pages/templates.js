@@ -4,18 +4,8 @@
 import {api} from "../api.js";
 import {deleteButton, optional} from "../catalog.js";
 import {field, flash, h, replace, when} from "../dom.js";
+import {exceptionSelect, LICENCE_EXPLAINED} from "../licence.js";
 
-const EXCEPTIONS = {
-  "": "None chosen (only for trees whose licence has no branding clause)",
-  users_le_50: "(i) At most 50 end users in any rolling 30 days",
-  written_permission: "(ii) Written permission from the copyright holder",
-  enterprise_license: "(iii) An Open WebUI enterprise licence",
-};
-const LICENCE_EXPLAINED = "Since v0.6.6, Open WebUI's licence forbids replacing its name and logo unless one of "
-  + "three exceptions applies to the deployment: (i) at most 50 end users in any rolling 30 days, (ii) the "
-  + "copyright holder's written permission, or (iii) an enterprise licence. When the tree being built carries "
-  + "that clause, apply_branding refuses to rebrand until you say which exception you rely on; it records your "
-  + "answer in branding-manifest.json and only then drops the \" (Open WebUI)\" suffix from the name.";
 const HEX_COLOUR = /^#[0-9a-f]{6}$/i;
 
 /** The editable list of text replacements: one fieldset per rule (search, replace, files, regex). */
@@ -122,8 +112,8 @@ export default {
       const name = h("input", {id: "template-name", required: true, value: template?.name ?? ""});
       const appName = h("input", {id: "template-app-name", required: true, maxlength: 64,
         value: template?.app_name ?? ""});
-      const exception = h("select", {id: "template-exception"}, Object.entries(EXCEPTIONS).map(([value, label]) =>
-        h("option", {value, selected: (template?.license_exception ?? "") === value}, label)));
+      const exception = exceptionSelect("template-exception",
+        "None chosen (only for trees whose licence has no branding clause)", template?.license_exception ?? "");
       const replacements = replacementsEditor(template?.replacements ?? []);
       const colour = colourFields(template?.theme_color);
       const message = h("p", {className: "flash flash-error", role: "alert", hidden: true});
