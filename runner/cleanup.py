@@ -1,10 +1,11 @@
-"""Retention: removes expired ZIP files and expired local images and marks their records; never a registry image."""
+"""Retention: removes expired ZIPs and local images (records marked) and old prepared checkouts; no registry image."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
+from runner import checkouts
 from runner.artifacts import ArtifactKeyError, ArtifactStore, get_store
 from runner.models import BuildOutput
 from runner.timestamps import utcnow
@@ -22,11 +23,13 @@ def cleanup_expired(now: datetime | None = None) -> dict[str, int]:
     Idempotent and safe to run from several processes at once: a record counts once, for the run that
     marks it. A ZIP whose file is already gone counts as cleaned; an image that cannot be removed yet
     (in use, daemon down) stays unmarked and is tried again next time. Staged files that a crashed
-    writer left in the store are removed too (not counted).
+    writer left in the store are removed too (not counted), and so are the prepared checkouts no clone has taken
+    for a week and what a preparation that died left (runner.checkouts.prune).
     """
     now = now or utcnow()
     store = get_store()
     store.prune_staging(STAGING_MAX_AGE_SECONDS)
+    checkouts.prune()
     counts = {"zip": 0, "docker_image": 0}
     expired = (BuildOutput.select()
                .where(BuildOutput.expires_at < now, BuildOutput.cleaned_at.is_null(),

@@ -1,4 +1,5 @@
-"""Bare git caches, one per repository URL, fetched into and checked out from by clone_repo; nothing else writes them.
+"""Bare git caches, one per repository URL: where they live, their lock, fetching into them and linking their objects
+into a repository. runner.checkouts makes working trees from them; nothing else writes them.
 
 A cache lives at FORGEYARD_CACHE_DIR/git/<sha256 of the normalised URL>.git and is locked (flock on its sibling
 .lock file) while it is fetched into or copied from, so concurrent runs of one repository are safe. The first
@@ -15,7 +16,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from runner import settings
@@ -23,13 +23,6 @@ from runner.git import Git, GitError
 
 LOCK_POLL_SECONDS = 0.05
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK)  # another file system, or links not allowed: copy instead
-
-
-@dataclass(frozen=True)
-class Checkout:
-    commit: str
-    commit_time: int  # unix seconds (committer date)
-    warm: bool  # the cache already held this repository's objects, so only new ones were fetched
 
 
 def normalise_url(url: str) -> str:
@@ -67,29 +60,20 @@ def locked(repo: Path, should_stop: Callable[[], bool]) -> Iterator[None]:
         os.close(descriptor)  # closing the descriptor releases the lock
 
 
-def checkout(url: str, ref: str, depth: int, target: Path, git: Git,
-             should_stop: Callable[[], bool] = lambda: False) -> Checkout:
-    """Check `ref` of `url` out into the new folder `target` with at least `depth` commits (0: all) of history."""
-    repo = cache_path(url)
-    git("init", "-q", "--", str(target), cwd=target.parent, quiet=True)
-    with locked(repo, should_stop):
-        if not (repo / "HEAD").is_file():  # new, or its creation was interrupted
-            shutil.rmtree(repo, ignore_errors=True)
-            git("init", "-q", "--bare", "--", str(repo), cwd=repo.parent, quiet=True)
-        warm = _holds_objects(repo)
-        try:
-            commit = _fetch(repo, url, ref, depth, warm, git)
-        except GitError as error:
-            # Killed mid-fetch (stale lock files) or out of space (tmp_pack_* files that keep the disk full).
-            if error.code in ("git_timeout", "cancelled", "no_space"):
-                shutil.rmtree(repo, ignore_errors=True)  # a cold cache next time is better than a broken one
-            raise
-        _copy_objects(repo, target / ".git")
-    # The tree's own remote is the real URL (never with credentials), not the cache.
-    git("remote", "add", "--", "origin", url, cwd=target, quiet=True)
-    git("checkout", "-q", "--detach", commit, cwd=target)
-    commit_time = git("log", "-1", "--format=%ct", "HEAD", cwd=target, quiet=True).splitlines()[-1]
-    return Checkout(commit, int(commit_time), warm)
+def fetch(repo: Path, url: str, ref: str, depth: int, git: Git) -> tuple[str, bool]:
+    """Bring `ref` of `url` into the cache `repo` (made if missing) and return its commit and whether the cache
+    already held objects (warm: only new ones were fetched). The caller holds the cache's lock."""
+    if not (repo / "HEAD").is_file():  # new, or its creation was interrupted
+        shutil.rmtree(repo, ignore_errors=True)
+        git("init", "-q", "--bare", "--", str(repo), cwd=repo.parent, quiet=True)
+    warm = _holds_objects(repo)
+    try:
+        return _fetch(repo, url, ref, depth, warm, git), warm
+    except GitError as error:
+        # Killed mid-fetch (stale lock files) or out of space (tmp_pack_* files that keep the disk full).
+        if error.code in ("git_timeout", "cancelled", "no_space"):
+            shutil.rmtree(repo, ignore_errors=True)  # a cold cache next time is better than a broken one
+        raise
 
 
 def _holds_objects(repo: Path) -> bool:
@@ -116,8 +100,9 @@ def _fetch(repo: Path, url: str, ref: str, depth: int, warm: bool, git: Git) -> 
     return git(f"--git-dir={repo}", "rev-parse", "--verify", f"{key}^{{commit}}", cwd=repo, quiet=True).split()[-1]
 
 
-def _copy_objects(cache: Path, git_dir: Path) -> None:
-    """Hard-link (across file systems: copy) the cache's objects and shallow list into a new repository.
+def copy_objects(cache: Path, git_dir: Path) -> None:
+    """Hard-link (across file systems: copy) the cache's objects and shallow list into the repository `git_dir`,
+    whose objects folder is new or empty. The caller holds the cache's lock.
 
     What `git clone --local` does, which git refuses for a shallow source. The links keep the checkout whole
     whatever happens to the cache later: a repack or prune removes the cache's names, not these files.
@@ -130,6 +115,8 @@ def _copy_objects(cache: Path, git_dir: Path) -> None:
             _link_or_copy(Path(folder) / name, destination / name)
     if (cache / "shallow").exists():
         shutil.copyfile(cache / "shallow", git_dir / "shallow")
+    else:  # a prepared tree made from a cache that has since been unshallowed
+        (git_dir / "shallow").unlink(missing_ok=True)
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:

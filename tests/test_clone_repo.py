@@ -6,6 +6,11 @@ import base64
 import contextlib
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -13,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import catalog, process, queries
+from runner import catalog, checkouts, process, queries
 from runner import git as runner_git
+from runner.cleanup import cleanup_expired
 from runner.gitcache import cache_path
 from runner.runs import RunOptions, create_run, execute_run
 from runner.spec import load_spec
@@ -621,3 +627,299 @@ def test_a_cancelled_clone_leaves_no_credential_files(tmp_path, git_http, http_r
     assert result.steps[("build", 0)].status == "cancelled"
     assert [line for line in result.log.splitlines() if line.strip().isdigit()] == ["0"]
     assert not (result.root / "build" / "src").exists()
+
+
+# -- prepared checkouts --------------------------------------------------------------------------------------
+
+def _wait_for(condition, what: str) -> None:
+    """Wait for the background preparation; the bound (not a timing check) only stops a broken one hanging."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def _manifest(tree: Path) -> dict[str, tuple]:
+    """Type, mode and content of every path in `tree`, .git included, but the index's stat data, the reflog's times
+    and the objects (linked from the cache as it is at each clone): what two checkouts of one commit share."""
+    found: dict[str, tuple] = {".": (tree.stat().st_mode, None)}
+    for path in sorted(tree.rglob("*")):
+        name = str(path.relative_to(tree))
+        if name == ".git/index" or name.startswith((".git/logs", ".git/objects/")):
+            continue
+        content = os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else None
+        found[name] = (path.lstat().st_mode, content)
+    return found
+
+
+def _one_clone(url: str, ref: str = "main") -> str:
+    return f"""
+        jobs:
+          build:
+            steps:
+              - uses: clone_repo
+                with: {{repository: "{url}", ref: "{ref}"}}
+    """
+
+
+PREPARED = "a checkout prepared in advance moved in"
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # no record is read or written
+
+
+@SQLITE_ONLY
+def test_a_second_clone_of_one_commit_moves_the_prepared_checkout_in(tmp_path):
+    work, remote = make_remote(tmp_path / "remotes", "acme", {"README.md": "one\n", "src/app.py": "print(1)\n"})
+    (work.path / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (work.path / "run.sh").chmod(0o755)
+    (work.path / "LINK").symlink_to("README.md")
+    commit = work.commit({}, "an executable and a link")
+    work.push(remote)
+    url = f"file://{remote}"
+    first = run_pipeline(_one_clone(url), tmp_path)
+    assert "cold (cache filled)" in first.log
+    ready = checkouts.prepared_path(url, commit)
+    _wait_for(ready.exists, "the first preparation")
+    inodes = ready.stat().st_ino, (ready / "README.md").stat().st_ino
+    second = run_pipeline(_one_clone(url), tmp_path)
+    assert second.outcome.status == "completed", second.log
+    assert PREPARED in second.log
+    fresh, moved = first.root / "build" / "src", second.root / "build" / "src"
+    assert (moved.stat().st_ino, (moved / "README.md").stat().st_ino) == inodes  # the prepared tree itself
+    assert (moved / "README.md").stat().st_ino != (fresh / "README.md").stat().st_ino
+    assert _manifest(moved) == _manifest(fresh)  # files, modes, link, config, HEAD, shallow list
+    objects = cache_path(url) / "objects"
+    assert sorted(p.relative_to(objects) for p in objects.rglob("*")) == sorted(
+        p.relative_to(moved / ".git" / "objects") for p in (moved / ".git" / "objects").rglob("*"))
+    assert git("ls-files", "-s", cwd=moved) == git("ls-files", "-s", cwd=fresh)
+    assert git("status", "--porcelain", cwd=moved) == ""
+    assert git("rev-parse", "HEAD", cwd=moved) == commit
+    assert git("fsck", "--no-progress", "--no-dangling", cwd=moved) == ""
+    # The next one is a new tree: the workspace's, which its run may change, is never handed out again.
+    _wait_for(lambda: ready.exists() and ready.stat().st_ino != inodes[0], "the next preparation")
+
+
+@SQLITE_ONLY
+def test_a_prepared_checkout_serves_only_its_own_commit_and_url(tmp_path):
+    work, remote = make_remote(tmp_path / "remotes", "acme", {"README.md": "one\n"})
+    url, old = f"file://{remote}", work.head()
+    run_pipeline(_one_clone(url), tmp_path)
+    _wait_for(checkouts.prepared_path(url, old).exists, "the first preparation")
+    new = work.commit({"README.md": "two\n"})
+    work.push(remote)
+    moved_on = run_pipeline(_one_clone(url), tmp_path)  # main has moved on since the tree was prepared
+    tree = moved_on.root / "build" / "src"
+    assert PREPARED not in moved_on.log
+    assert (tree / "README.md").read_text() == "two\n" and git("rev-parse", "HEAD", cwd=tree) == new
+    assert git("status", "--porcelain", cwd=tree) == ""
+    # Once the new commit's tree is ready, the old one is gone: one tree per cache.
+    _wait_for(lambda: checkouts.prepared_path(url, new).exists() and not checkouts.prepared_path(url, old).exists(),
+              "the replacement of the old commit's tree")
+    # Another spelling of the URL shares the cache, not the tree: the tree's origin is the URL as written.
+    spelled = run_pipeline(_one_clone(f"{url}/", new), tmp_path)
+    assert PREPARED not in spelled.log
+    assert git("remote", "get-url", "origin", cwd=spelled.root / "build" / "src") == f"{url}/"
+    back = run_pipeline(_one_clone(url, old), tmp_path)
+    assert PREPARED not in back.log
+    assert (back.root / "build" / "src" / "README.md").read_text() == "one\n"
+
+
+@SQLITE_ONLY
+def test_a_tree_prepared_from_a_shallow_cache_gets_the_whole_history_when_asked(tmp_path, history):
+    _, remote, commits = history
+    url = f"file://{remote}"
+    run_pipeline(_one_clone(url), tmp_path)  # depth 1
+    _wait_for(checkouts.prepared_path(url, commits["third"]).exists, "the preparation")
+    result = run_pipeline(f"""
+        jobs:
+          build:
+            steps:
+              - uses: clone_repo
+                with: {{repository: "{url}", ref: main, depth: 0}}
+    """, tmp_path)
+    tree = result.root / "build" / "src"
+    assert PREPARED in result.log
+    assert git("rev-parse", "--is-shallow-repository", cwd=tree) == "false"
+    assert git("rev-list", "--count", "HEAD", cwd=tree) == "3"
+    assert git("fsck", "--no-progress", "--no-dangling", cwd=tree) == ""
+
+
+@SQLITE_ONLY
+def test_concurrent_clones_of_a_prepared_commit_each_get_a_tree_of_their_own(tmp_path, history):
+    _, remote, commits = history
+    url = f"file://{remote}"
+    run_pipeline(_one_clone(url), tmp_path)
+    _wait_for(checkouts.prepared_path(url, commits["third"]).exists, "the first preparation")
+    result = run_pipeline("jobs:" + "".join(f"""
+          job{n}:
+            steps:
+              - uses: clone_repo
+                with: {{repository: "{url}", ref: main}}""" for n in range(3)), tmp_path)
+    assert result.outcome.status == "completed", result.log
+    assert PREPARED in result.log
+    trees = [result.root / f"job{n}" / "src" for n in range(3)]
+    assert len({tree.stat().st_ino for tree in trees}) == 3
+    assert len({(tree / "README.md").stat().st_ino for tree in trees}) == 3
+    for tree in trees:
+        assert (tree / "README.md").read_text() == "three\n"
+        assert git("rev-parse", "HEAD", cwd=tree) == commits["third"]
+        assert git("status", "--porcelain", cwd=tree) == ""
+
+
+@pytest.fixture(scope="module")
+def big_remote(tmp_path_factory) -> tuple[Path, str]:
+    """A remote whose one commit holds 5,000 files (a checkout that lasts a while); its path and that commit."""
+    remote = bare_repo(tmp_path_factory.mktemp("big") / "big.git")
+    stream = ["commit refs/heads/main", f"committer Forgeyard Tests <tests@forgeyard.invalid> {COMMIT_TIME} +0000",
+              "data 4", "big"]
+    for n in range(5000):
+        content = f"file {n}\n" * 20
+        stream += [f"M 100644 inline static/{n // 100}/file{n}.txt", f"data {len(content)}", content]
+    subprocess.run(["git", "fast-import", "--quiet"], input="\n".join(stream) + "\n", text=True, cwd=remote,
+                   check=True, env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull})
+    return remote, git("rev-parse", "main", cwd=remote)
+
+
+@SQLITE_ONLY
+def test_a_preparation_killed_midway_leaves_nothing_a_clone_would_take(tmp_path, big_remote):
+    remote, commit = big_remote
+    url = f"file://{remote}"
+    pipeline = tmp_path / "clone.yml"
+    pipeline.write_text(textwrap.dedent(_one_clone(url)))
+    env = {name: value for name, value in os.environ.items() if name != "FORGEYARD_DATABASE_URL"}
+    cli = subprocess.Popen([sys.executable, "-m", "runner", "run", str(pipeline), "--workdir", str(tmp_path / "cli")],
+                           env={**env, "FORGEYARD_HOME": str(tmp_path / "home")}, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ready = checkouts.prepared_path(url, commit)
+    try:  # kill the command while it prepares the next checkout (it waits for that before it exits)
+        _wait_for(lambda: ready.parent.is_dir() and any(ready.parent.glob("*/.git")), "the preparation")
+    finally:
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait()
+    result = run_pipeline(_one_clone(url), tmp_path)
+    tree = result.root / "build" / "src"
+    assert result.outcome.status == "completed", result.log
+    assert git("status", "--porcelain", cwd=tree) == "" and git("rev-parse", "HEAD", cwd=tree) == commit
+    assert PREPARED not in result.log and "from the cache (only new objects fetched)" in result.log
+    _wait_for(ready.exists, "the next preparation")
+    assert [entry.name for entry in ready.parent.iterdir()] == [ready.name]  # the dead one's leftovers are gone
+
+
+@SQLITE_ONLY
+def test_no_tree_is_prepared_when_the_cache_is_on_another_file_system(tmp_path, monkeypatch, history):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    _, remote, _ = history
+    cache = Path(tempfile.mkdtemp(dir=shm))
+    monkeypatch.setenv("FORGEYARD_CACHE_DIR", str(cache))
+    try:
+        url = f"file://{remote}"
+        for _ in range(2):
+            result = run_pipeline(_one_clone(url), tmp_path)
+            assert result.outcome.status == "completed", result.log
+            assert PREPARED not in result.log
+        assert list(cache.glob("git/*.trees/*")) == []
+    finally:
+        shutil.rmtree(cache)
+
+
+def test_cleanup_removes_dead_preparations_and_trees_unused_for_a_week(tmp_path, monkeypatch, history):
+    monkeypatch.setenv("FORGEYARD_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    _, remote, commits = history
+    url = f"file://{remote}"
+    run_pipeline(_one_clone(url), tmp_path)
+    ready = checkouts.prepared_path(url, commits["third"])
+    _wait_for(ready.exists, "the preparation")
+    dead = ready.parent / ".tmp-dead"
+    (dead / ".git").mkdir(parents=True)
+    cleanup_expired()
+    assert ready.exists() and not dead.exists()
+    week_ago = time.time() - checkouts.PREPARED_MAX_AGE_SECONDS - 60
+    os.utime(ready, (week_ago, week_ago))
+    cleanup_expired()
+    assert list(ready.parent.iterdir()) == []
+    assert (result := run_pipeline(_one_clone(url), tmp_path)).outcome.status == "completed", result.log
+
+
+@SQLITE_ONLY
+def test_a_prepared_checkout_holds_no_credential_and_is_moved_in_only_once_the_server_agrees(
+        tmp_path, git_http, http_repo):
+    url, commit = http_repo
+
+    def clone(token: str) -> Result:
+        return run_pipeline(f"""
+            jobs:
+              build:
+                steps:
+                  - uses: clone_repo
+                    with: {{repository: "{url}", token: "{token}", username: forgeyard}}
+        """, tmp_path)
+
+    assert clone(git_http.token).outcome.status == "completed"
+    ready = checkouts.prepared_path(url, commit)
+    _wait_for(ready.exists, "the preparation")
+    header = base64.b64encode(f"forgeyard:{git_http.token}".encode()).decode()
+    for path in (path for path in ready.rglob("*") if path.is_file()):
+        assert git_http.token.encode() not in path.read_bytes() and header.encode() not in path.read_bytes()
+    refused = clone("wrong-token-0123456789")
+    assert refused.steps[("build", 0)].status == "failure" and ready.exists()
+    assert PREPARED in clone(git_http.token).log
+
+
+def _look_for_the_prepared_tree(context) -> dict:
+    """A test step: whether the tree of the clone before it gets prepared while the job still runs (a second)."""
+    clone = context.state["clone_repo"]
+    ready, deadline = checkouts.prepared_path(clone["url"], clone["commit"]), time.monotonic() + 1
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"seen": str(ready.exists())}
+
+
+@SQLITE_ONLY
+def test_the_preparation_waits_for_the_job_that_cloned_to_end(tmp_path, history):
+    _, remote, commits = history
+    url = f"file://{remote}"
+    register(BuiltinStep("t_look", "Look for the prepared tree", "test", 99, False, _look_for_the_prepared_tree))
+    try:
+        result = run_pipeline(f"""
+            jobs:
+              build:
+                steps:
+                  - uses: clone_repo
+                    with: {{repository: "{url}", ref: main}}
+                  - uses: t_look
+        """, tmp_path)
+    finally:
+        unregister("t_look")
+    assert result.outputs("build", 1) == {"seen": "False"}  # the job's later steps had the machine to themselves
+    _wait_for(checkouts.prepared_path(url, commits["third"]).exists, "the preparation after the job")
+
+
+def _cancel_the_job(context) -> dict:
+    context.cancel.cancel("cancelled by the test")
+    return {}
+
+
+@SQLITE_ONLY
+def test_a_job_cancelled_after_its_clone_prepares_nothing(tmp_path, history):
+    _, remote, commits = history
+    url = f"file://{remote}"
+    register(BuiltinStep("t_cancel_job", "Cancel the job", "test", 99, False, _cancel_the_job))
+    try:
+        result = run_pipeline(f"""
+            jobs:
+              build:
+                steps:
+                  - uses: clone_repo
+                    with: {{repository: "{url}", ref: main}}
+                  - uses: t_cancel_job
+        """, tmp_path)
+    finally:
+        unregister("t_cancel_job")
+    assert result.steps[("build", 0)].status == "success"
+    for thread in threading.enumerate():  # the preparation waits for the job, then sees it cancelled
+        if thread.name == "prepare checkout":
+            thread.join()
+    assert not checkouts.prepared_path(url, commits["third"]).exists()
+    run_pipeline(_one_clone(url), tmp_path)
+    _wait_for(checkouts.prepared_path(url, commits["third"]).exists, "the preparation after a job not cancelled")

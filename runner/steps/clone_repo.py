@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import catalog, gitcache, settings
+from runner import catalog, checkouts, settings
 from runner.git import Git, GitEnvironment, GitError, PolicyError, Runner, check_ref, check_repo_url, parse_repo_url
 from runner.steps import BuiltinStep, StepContext, StepFailed
 from runner.timestamps import utcnow
@@ -140,7 +140,7 @@ def run(context: StepContext) -> dict[str, Any]:
             for secret in environment.secrets:
                 context.add_mask(secret)
             git = Git(environment, _runner(context), log=context.log)
-            checkout = gitcache.checkout(url, ref, depth, target, git, lambda: _should_stop(context))
+            checkout = checkouts.checkout(url, ref, depth, target, git, lambda: _should_stop(context), context.cancel)
             if inputs["submodules"]:
                 _update_submodules(git, target, depth)
     except OSError:  # e.g. ENOSPC copying objects: the step fails as no_space, and a retry starts empty too
@@ -150,7 +150,8 @@ def run(context: StepContext) -> dict[str, Any]:
         shutil.rmtree(target, ignore_errors=True)  # a retry starts from an empty folder
         detail = f"ref {ref!r} not found" if getattr(error, "code", None) == "ref_not_found" else str(error)
         raise StepFailed(f"could not clone {url}: {detail}", getattr(error, "code", None) or "clone_failed") from None
-    cache = "from the cache (only new objects fetched)" if checkout.warm else "cold (cache filled)"
+    cache = ("from the cache (a checkout prepared in advance moved in)" if checkout.prepared
+             else "from the cache (only new objects fetched)" if checkout.warm else "cold (cache filled)")
     context.log(f"Checked out {checkout.commit} ({ref}) {cache} in {time.monotonic() - started:.2f}s")
     if source.repository_id is not None:
         catalog.Repository.update(last_used_at=utcnow()).where(catalog.Repository.id == source.repository_id).execute()
