@@ -8,13 +8,14 @@ meeting it, its entry is simply not printed.
 from __future__ import annotations
 
 BOTTLENECKS: dict[str, str] = {
-    "1": "After the verdict cache, lazy imports and one watchdog per job (commit 1125904): ≈ 19-24 ms a step over "
-         "the floor runner, 2.5-3.0x its whole run. What is left: importing peewee (≈ 48 ms, needed to record "
-         "the run) and expressions_parser's ~60 frozen dataclasses (≈ 10 ms); per step ≈ 1.5-2 ms of recorder "
-         "writes through peewee competing with the job thread for the GIL, plus the output and timer threads and "
-         "the four script files made per step. Fix: runner/recorder.py writes a step's 'running' and final "
-         "update in the flush's one transaction; lighter expression AST classes, imported only when a step has "
-         "an expression; a pidfd wait instead of the timer thread.",
+    "1": "After commit 1125904 and the recorder/process work of issue 7 (≈ 10-13 ms a step over the floor, 1.8-2.2x "
+         "its run at load 2-3; per step Forgeyard is now within ≈ 1 ms of the floor: one transaction per recorder "
+         "write in hand-built SQL, no reader or timer thread, one script file): what is left is start-up, ≈ 95 ms "
+         "of imports against the floor's ≈ 10 ms of PyYAML — peewee with the stdlib it pulls in ≈ 40 ms (socket, "
+         "uuid, platform, calendar, decimal only for it), dataclasses compiled at import ≈ 1 ms each "
+         "(runner/plan.py, runner/steps/__init__.py, runner/diagnostics.py, runs.RunOptions), runner/yamlsource.py's "
+         "regexes ≈ 2 ms although a cached verdict never parses YAML. Measure with fresh .pyc: under "
+         "PYTHONDONTWRITEBYTECODE=1 every edited module is compiled again at each start (+30-60 ms).",
     "2": "`validate` of 50 jobs: runner/lint.py:check_builtin_steps calls runner/steps/__init__.py:get_step, whose "
          "_discover imports every step module — PIL, defusedxml (apply_branding), peewee + catalog "
          "(clone_repo), docker, ziparchive — ≈ 35% of the time only to check `with:` inputs; `import jsonschema` "
@@ -50,11 +51,13 @@ BOTTLENECKS: dict[str, str] = {
          "call. Docker CLI calls 12 → 5 (10 for a base not seen before); build_image ≈ 2.1 s → 0.5 s. What is "
          "left is one CLI start-up per call (≈ 50-250 ms under load): tag, push and image rm could become one "
          "registry-API push mounting the base blobs (as `crane append` does).",
-    "6": "Lines now travel in read() chunks (EventHub.log_many, one console flush per chunk): SQLite meets the "
-         "target (124-146k lines/s). PostgreSQL stays near 48k lines/s, bound by the server, not Python: each "
-         "row's insert into log_lines' primary-key index is WAL-logged one by one (a server-side COPY of the same "
-         "rows runs at 90k rows/s logged with the key, 482k without it). Fix: store one row per batch of lines "
-         "(seq range + text block) instead of one per line, keeping since= resumption by seq range.",
+    "6": "SQLite meets the target (265-300k lines/s at load 2: a read's lines decoded at once, a batch's shared "
+         "fields converted once). PostgreSQL, 74-90k lines/s, is bound by the server, and not by the index's WAL: "
+         "the server spends ≈ 15 µs of CPU a line with log_lines' foreign key and ≈ 5 µs without it, because the "
+         "key runs one lookup and row lock on runs per line (a COPY per write and larger batches changed little; "
+         "synchronous_commit=off nothing measurable, the bench's server having fsync=off). Fix: migration 9, "
+         "on PostgreSQL a statement-level check of the lines' runs (transition table, FOR KEY SHARE) and a delete "
+         "trigger on runs instead of the per-line key — 115-152k lines/s measured with it, readers unchanged.",
     "7": "GET /runs: api/views.py:run_view(full=False) runs one log-tail query per run (50 per page, "
          "log_text(tail=20)) — ≈ 40-65 ms of a 100,000-run page on SQLite; runner/queries.py:count_runs counts "
          "all (or all failed) runs on every page (≈ 15-20 ms), and OFFSET 90000 walks 90,000 index entries "
@@ -74,11 +77,8 @@ BOTTLENECKS: dict[str, str] = {
          "Fix: notify instead of poll — the recorder signals after each insert (an in-process condition the "
          "WebSocket awaits when the run executes in this server; PostgreSQL LISTEN/NOTIFY, or a shorter poll, "
          "for runs on other workers), keeping the database as the one source for `since=` resumption.",
-    "6b": "Peak memory grows from ≈ 52 MB (100,000 lines) to 57-96 MB (1,000,000) on SQLite but stays ≈ 56 MB on "
-          "PostgreSQL, which keeps up with the step: the likely cause (not profiled further) is the recorder's "
-          "queue filling up to QUEUE_LIMIT = 50,000 LogEntry objects (runner/recorder.py) while SQLite falls "
-          "behind — bounded, so under 150 MB whatever the count, but not flat. Batching lines per chunk (row 6's "
-          "fix) makes the queue hold chunks, not lines, and keeps it short.",
+    "6b": "Met: peak RSS stays ≈ 41 MB on SQLite (≈ 47 MB on PostgreSQL) for 100,000 and 1,000,000 lines; the "
+          "recorder's queue holds read() batches, at most QUEUE_LIMIT = 10,000 lines.",
 }
 
 

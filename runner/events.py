@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from runner.masking import SecretMasker
 from runner.timestamps import utcnow
 
 
-@dataclass(frozen=True)
-class LogEntry:
+# The two line events are NamedTuples, not frozen dataclasses: as immutable, and ten times cheaper to define
+# (a dataclass compiles its methods when the module loads, which every `forgeyard run` pays).
+class LogEntry(NamedTuple):
     seq: int
     timestamp: datetime  # naive UTC, as every record
     job_id: str | None
@@ -29,8 +30,7 @@ class LogEntry:
     system: bool = False  # a line Forgeyard wrote about the run, not a step's own output
 
 
-@dataclass(frozen=True)
-class LogBatch:
+class LogBatch(NamedTuple):
     """Lines a step printed together (one read of its output): seqs first_seq, first_seq + 1 …, one timestamp."""
 
     first_seq: int

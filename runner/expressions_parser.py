@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 CONTEXT_NAMES = ("inputs", "env", "secrets", "matrix", "steps", "needs", "job", "run", "strategy")
 STATUS_FUNCTIONS = frozenset({"success", "failure", "cancelled", "always"})
@@ -25,12 +24,43 @@ class ExpressionError(ValueError):
         return ExpressionError(self.message, self.offset + amount)
 
 
+class _Frozen:
+    """A value object: its fields (__slots__) set once from positional arguments, compared by type and fields.
+
+    Written by hand, not @dataclass(frozen=True): a dataclass compiles its methods when the module loads, ~1 ms a
+    class, and every `forgeyard run` loads these.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *values: Any) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):  # strict: one value per field
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of an immutable {type(self).__name__}")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self.__slots__, self._values(), strict=True))
+        return f"{type(self).__name__}({fields})"
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+
 # --- templates --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(_Frozen):
     """One `${{ expression }}` occurrence inside a string."""
+
+    __slots__ = ("start", "end", "expression", "expression_offset")
 
     start: int  # offset of '$'
     end: int  # offset just after the closing '}}'
@@ -70,62 +100,63 @@ def _template_end(value: str, start: int) -> int:
 # --- AST ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Literal:
+class Literal(_Frozen):
+    __slots__ = ("value",)
     value: Any
 
 
-@dataclass(frozen=True)
-class ContextRef:
+class ContextRef(_Frozen):
+    __slots__ = ("name", "offset")
     name: str  # lower-cased, one of CONTEXT_NAMES
     offset: int
 
 
-@dataclass(frozen=True)
-class Property:
+class Property(_Frozen):
+    __slots__ = ("name",)
     name: str
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(_Frozen):
+    __slots__ = ("expression",)
     expression: Node
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(_Frozen):
     """`.*`: the values of an object (or the items of an array) as an array."""
+
+    __slots__ = ()
 
 
 Segment = Property | Index | Filter
 
 
-@dataclass(frozen=True)
-class Access:
+class Access(_Frozen):
+    __slots__ = ("target", "segments")
     target: Node
     segments: tuple[Segment, ...]
 
 
-@dataclass(frozen=True)
-class Not:
+class Not(_Frozen):
+    __slots__ = ("operand",)
     operand: Node
 
 
-@dataclass(frozen=True)
-class Comparison:
+class Comparison(_Frozen):
+    __slots__ = ("operator", "left", "right")
     operator: str  # == != < <= > >=
     left: Node
     right: Node
 
 
-@dataclass(frozen=True)
-class Logical:
+class Logical(_Frozen):
     # n-ary, so that a long `a || b || c …` stays one flat node instead of a deep tree.
+    __slots__ = ("operator", "operands")
     operator: str  # && ||
     operands: tuple[Node, ...]
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(_Frozen):
+    __slots__ = ("name", "arguments", "offset")
     name: str  # lower-cased
     arguments: tuple[Node, ...]
     offset: int
@@ -153,8 +184,8 @@ def children(node: Node) -> tuple[Node, ...]:
 # --- functions ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(_Frozen):
+    __slots__ = ("name", "min_arguments", "max_arguments")
     name: str  # as documented, e.g. "startsWith"
     min_arguments: int
     max_arguments: int | None  # None: any number
@@ -194,7 +225,8 @@ FUNCTIONS = {
 # --- lexer --------------------------------------------------------------------------------------------------
 
 
-class Token(NamedTuple):
+class Token(_Frozen):
+    __slots__ = ("kind", "text", "offset")
     kind: str  # "number", "string", "identifier", "end", or the operator itself, e.g. "&&"
     text: str
     offset: int

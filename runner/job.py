@@ -6,10 +6,9 @@ import errno
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runner import expressions, process, settings
 from runner.envfiles import parse_env_file, parse_path_file
@@ -31,8 +30,7 @@ FAILED = ("failure", "timed_out")
 NO_SPACE = "no_space"  # the error code of a built-in step that failed because a disk was full
 
 
-@dataclass
-class RunInfo:
+class RunInfo(NamedTuple):  # not a dataclass: defined at every start-up, a NamedTuple costs a tenth
     """What every job of one run shares."""
 
     run_id: int | None
@@ -67,6 +65,7 @@ class JobRunner:
         self.deadline: float | None = None
         self.state: dict[str, Any] = {}  # what the job's built-in steps hand on to each other
         self._step_token = cancel
+        self._files: dict[str, Path] | None = None  # the command files, once a script step made them
 
     # -- the job ---------------------------------------------------------------------------------------
 
@@ -228,12 +227,9 @@ class JobRunner:
 
     def _run_script(self, plan: StepPlan, step: StepReport, env: dict[str, str], timeout: float | None) -> str:
         script, bound = bind_expressions(plan.run or "", plan.shell, self.context)
-        scratch = self.scratch_dir
-        script_path = scratch / f"step-{plan.index}{script_suffix(plan.shell)}"
+        script_path = self.scratch_dir / f"step-{plan.index}{script_suffix(plan.shell)}"
         script_path.write_text(script)
-        files = {name: scratch / f"step-{plan.index}.{name.lower()}" for name in ("OUTPUT", "ENV", "PATH")}
-        for path in files.values():
-            path.write_bytes(b"")
+        files = self._command_files()
         process_env = self._process_env(env)
         process_env.update(bound)
         for name, path in files.items():
@@ -244,14 +240,25 @@ class JobRunner:
             on_lines=lambda lines: self.hub.log_many(self.job.id, plan.index, lines),
             timeout=timeout, cancel=self._token(), kill_grace=settings.kill_grace_seconds())
         step.exit_code = result.exit_code
-        step.outputs.update(parse_env_file(files["OUTPUT"]))
-        self.context.env.update(parse_env_file(files["ENV"]))
-        self.extra_path = parse_path_file(files["PATH"])[::-1] + self.extra_path  # last added comes first
+        try:
+            step.outputs.update(parse_env_file(files["OUTPUT"]))
+            self.context.env.update(parse_env_file(files["ENV"]))
+            self.extra_path = parse_path_file(files["PATH"])[::-1] + self.extra_path  # last added comes first
+        finally:
+            _empty(files.values())
         if result.cancelled:
             return "cancelled"
         if result.timed_out:
             return "timed_out"
         return "success" if result.exit_code == 0 else "failure"
+
+    def _command_files(self) -> dict[str, Path]:
+        """$FORGEYARD_OUTPUT, _ENV and _PATH (and GITHUB_*): made at the job's first script step and emptied after
+        each, not made per step (a file created is a file system journal entry, and one more to delete)."""
+        if self._files is None:
+            self._files = {name: self.scratch_dir / f"command.{name.lower()}" for name in ("OUTPUT", "ENV", "PATH")}
+            _empty(self._files.values())
+        return self._files
 
     def _run_builtin(self, plan: StepPlan, step: StepReport, env: dict[str, str], timeout: float | None) -> str:
         from runner.stepcontext import BuiltinStepContext  # built-in steps only: a job of scripts never loads it
@@ -320,6 +327,17 @@ class JobRunner:
         if not path.is_dir():
             raise ValueError(f"working-directory {plan.working_directory!r} does not exist")
         return path
+
+
+def _empty(paths: Iterable[Path]) -> None:
+    """Make each file exist and be empty, writing only those that are not (a step may also have removed one)."""
+    for path in paths:
+        try:
+            if os.stat(path).st_size == 0:
+                continue
+        except FileNotFoundError:
+            pass
+        path.write_bytes(b"")
 
 
 def _disk_full(error: BaseException, context: BuiltinStepContext) -> bool:

@@ -124,7 +124,8 @@ class StepResult(Record):
 
 
 class LogLine(Record):
-    # backref="+": no `run.log_lines` that would load a million rows by accident.
+    # backref="+": no `run.log_lines` that would load a million rows by accident. On PostgreSQL, migration 9
+    # replaces this key with triggers checking each run once per statement (the same refusal, the same cascade).
     run = peewee.ForeignKeyField(Run, backref="+", on_delete="CASCADE", index=False)
     seq = peewee.IntegerField()
     timestamp = peewee.DateTimeField()

@@ -16,6 +16,7 @@ from pathlib import Path
 from runner.processgroup import KILL_GRACE_SECONDS, Terminator, group_alive, guard, signal_group, terminate_group
 
 READER_DRAIN_SECONDS = 1.0  # after the group is gone, for a process outside it that still holds the pipe
+_END_CHECK_SECONDS = 0.02  # how often the end of a group's termination is checked while its output is read
 MAX_LINE_BYTES = 64 * 1024
 CAPTURE_LIMIT_CHARS = 1024 * 1024
 _READ_SIZE = 64 * 1024
@@ -97,6 +98,16 @@ class _LineSplitter:
     def feed(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
+        end = buffer.rfind(b"\n") + 1
+        lines = _short_lines(buffer[:end]) if len(buffer) - end <= MAX_LINE_BYTES else None
+        if lines is None:
+            self._cut(buffer)
+        else:
+            del buffer[:end]
+            self._emit(lines)
+
+    def _cut(self, buffer: bytearray) -> None:
+        """Line by line, cutting lines longer than MAX_LINE_BYTES: the slow way, for chunks that may hold one."""
         start = 0
         lines = []
         while True:
@@ -127,6 +138,19 @@ class _LineSplitter:
             self.error = exc  # re-raised in the caller's thread by run_streaming
 
 
+def _short_lines(raw: bytes | bytearray) -> list[str] | None:
+    """The lines of `raw` (complete lines only) as _text would give them one by one, decoded in one go; None when
+    one of them may be over MAX_LINE_BYTES (a character is up to 4 bytes) and must be cut."""
+    text = raw.decode("utf-8", errors="replace")  # a newline never sits inside a character, valid or not
+    lines = text.split("\n")
+    lines.pop()  # what follows the last newline: nothing
+    if lines and max(map(len, lines)) > MAX_LINE_BYTES // 4:
+        return None
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
+
+
 def _text(raw: bytes | bytearray) -> str:
     return (raw[:-1] if raw.endswith(b"\r") else raw).decode("utf-8", errors="replace")
 
@@ -137,39 +161,6 @@ def _utf8_cut(buffer: bytearray, cut: int, floor: int) -> int:
         if buffer[candidate] & 0xC0 != 0x80:
             return candidate if candidate > floor else cut
     return cut
-
-
-def _ready(fd: int, event: int, wake_fd: int) -> bool:
-    """Block until `fd` is ready for `event` (or hung up); False when woken up to stop instead."""
-    poller = select.poll()
-    poller.register(fd, event)
-    poller.register(wake_fd, select.POLLIN)
-    return wake_fd not in dict(poller.poll())
-
-
-def _pump_output(fd: int, wake_fd: int, splitter: _LineSplitter) -> None:
-    while _ready(fd, select.POLLIN, wake_fd):
-        data = os.read(fd, _READ_SIZE)
-        if not data:
-            break
-        splitter.feed(data)
-    splitter.flush()
-
-
-def _feed_stdin(fd: int, data: bytes, wake_fd: int) -> None:
-    # Non-blocking writes: a process that never reads its stdin must not pin this thread forever.
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    try:
-        while view and _ready(fd, select.POLLOUT, wake_fd):
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                continue
-    except BrokenPipeError:
-        pass  # the process exited or closed stdin before reading it all
-    finally:
-        os.close(fd)
 
 
 def _spawn(argv: list[str], env: Mapping[str, str], cwd: str | Path,
@@ -204,41 +195,91 @@ def _close(*fds: int | None) -> None:
             os.close(fd)
 
 
-def _finish_threads(threads: list[threading.Thread], wake_fd: int) -> None:
-    # The pipes normally hit EOF once the group is gone, but a process that left it (setsid) may hold one.
-    deadline = time.monotonic() + READER_DRAIN_SECONDS
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    os.eventfd_write(wake_fd, 1)
-    for thread in threads:
-        thread.join()
+class _Pipes:
+    """A step's output pipe (and stdin pipe, given data) served from the calling thread with poll(): no reader or
+    writer thread per step, so a step costs no thread start-up and hand-over, which a loaded machine makes slow."""
 
+    def __init__(self, out_fd: int, in_fd: int | None, stdin_data: bytes | None, splitter: _LineSplitter) -> None:
+        self._out: int | None = out_fd
+        self._in = in_fd
+        self._data = memoryview(stdin_data or b"")
+        self._splitter = splitter
+        self._poller = select.poll()
+        self._poller.register(out_fd, select.POLLIN)
+        if in_fd is not None:
+            os.set_blocking(in_fd, False)  # a process that never reads its stdin must not block the step
+            self._poller.register(in_fd, select.POLLOUT)
 
-def _start_pumps(out_fd: int, in_fd: int | None, stdin_data: bytes | None, splitter: _LineSplitter,
-                 wake_fd: int) -> list[threading.Thread]:
-    threads = [threading.Thread(target=_pump_output, args=(out_fd, wake_fd, splitter), daemon=True)]
-    if in_fd is not None:
-        threads.append(threading.Thread(target=_feed_stdin, args=(in_fd, stdin_data, wake_fd), daemon=True))
-    for thread in threads:
-        thread.start()
-    return threads
+    def serve(self, until_fd: int | None, deadline: float | None) -> bool:
+        """Read output and write stdin as they are ready until `until_fd` is readable (True), the deadline passes
+        (False), or, without `until_fd`, nothing is left to serve (True)."""
+        if until_fd is not None:
+            self._poller.register(until_fd, select.POLLIN)
+        try:
+            while until_fd is not None or self._out is not None or self._in is not None:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # poll() takes an int of milliseconds: a timeout of weeks is waited for in slices.
+                events = self._poller.poll(None if wait is None else min(wait, 86_400.0) * 1000)
+                if not events and wait is not None and time.monotonic() >= deadline:
+                    return False
+                ended = False
+                for fd, _ in events:
+                    if fd == until_fd:
+                        ended = True
+                    elif fd == self._out:
+                        self._read()
+                    elif fd == self._in:
+                        self._write()
+                if ended:
+                    return True
+            return True
+        finally:
+            if until_fd is not None:
+                self._poller.unregister(until_fd)
 
+    def close(self) -> None:
+        """Stop serving: close both pipes (the output's last line, if it has no newline, is passed on)."""
+        self._close_in()
+        self._close_out()
 
-def _start_timer(timeout: float | None, terminator: Terminator) -> threading.Timer | None:
-    if timeout is None:
-        return None
-    timer = threading.Timer(timeout, terminator.trigger, args=("timeout",))
-    timer.daemon = True
-    timer.start()
-    return timer
+    def _read(self) -> None:
+        data = os.read(self._out, _READ_SIZE)
+        if data:
+            self._splitter.feed(data)
+        else:
+            self._close_out()
+
+    def _close_out(self) -> None:
+        if self._out is not None:
+            self._poller.unregister(self._out)
+            os.close(self._out)
+            self._out = None
+            self._splitter.flush()
+
+    def _write(self) -> None:
+        try:
+            self._data = self._data[os.write(self._in, self._data):]
+        except BlockingIOError:
+            return
+        except BrokenPipeError:  # the process exited or closed stdin before reading it all
+            self._data = self._data[:0]
+        if not self._data:
+            self._close_in()
+
+    def _close_in(self) -> None:
+        if self._in is not None:
+            self._poller.unregister(self._in)
+            os.close(self._in)
+            self._in = None
 
 
 def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path,
                   on_line: Callable[[str], None] | None = None, on_lines: Callable[[list[str]], None] | None = None,
                   timeout: float | None = None, cancel: CancelToken | None = None,
                   stdin_data: bytes | None = None, kill_grace: float = KILL_GRACE_SECONDS) -> ProcessResult:
-    """Run `argv` with exactly `env`, passing each output line to `on_line` (one reader thread) as it comes, or the
-    lines of each read to `on_lines` (EventHub.log_many: a flood of output costs a call per chunk, not per line).
+    """Run `argv` with exactly `env`, passing each output line to `on_line` as it comes, or the lines of each read
+    to `on_lines` (EventHub.log_many: a flood of output costs a call per chunk, not per line); both are called
+    from the calling thread, which serves the pipes while it waits.
 
     Returns once the process and everything left in its group are gone. Raises OSError if `argv` cannot be
     started, and re-raises what `on_line` raised (after the process has ended; output is drained meanwhile).
@@ -250,28 +291,47 @@ def run_streaming(argv: list[str], *, env: Mapping[str, str], cwd: str | Path,
     pgid = proc.pid
     terminator = Terminator(pgid, kill_grace)
     splitter = _LineSplitter(on_lines or (lambda lines: [on_line(line) for line in lines]))
-    wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
-    threads = _start_pumps(out_fd, in_fd, stdin_data, splitter, wake_fd)
-    timer = _start_timer(timeout, terminator)
+    pipes = _Pipes(out_fd, in_fd, stdin_data, splitter)
     handle = cancel.add_callback(lambda: terminator.trigger("cancel")) if cancel is not None else None
     try:
-        proc.wait()
+        _serve_until_exit(pipes, pgid, timeout, terminator)
     finally:
-        if timer is not None:
-            timer.cancel()
         if cancel is not None:
             cancel.remove_callback(handle)
-        terminator.disarm()
-        # No process outlives its step: background children left in the group are ended too.
-        if group_alive(pgid):
-            terminate_group(pgid, kill_grace)
-        proc.wait()  # reaps the leader if the first wait was interrupted
+        proc.poll()  # reaps the leader if it exited: a zombie does not count as alive below
+        # No process outlives its step: what is left in the group is ended, by the termination under way (timeout,
+        # cancel) or a new one, while its output is still read.
+        ending = terminator.disarm() or (_started(terminate_group, pgid, kill_grace) if group_alive(pgid) else None)
+        if ending is not None:
+            while ending.is_alive() and not pipes.serve(None, time.monotonic() + _END_CHECK_SECONDS):
+                pass
+            ending.join()
+        proc.wait()
         release()
-        _finish_threads(threads, wake_fd)
-        _close(out_fd, wake_fd)
+        # The pipe normally hits EOF once the group is gone, but a process that left it (setsid) may hold it.
+        pipes.serve(None, time.monotonic() + READER_DRAIN_SECONDS)
+        pipes.close()
     if splitter.error is not None:
         raise splitter.error
     return _result(proc.returncode, terminator.cause, time.monotonic() - started)
+
+
+def _serve_until_exit(pipes: _Pipes, pid: int, timeout: float | None, terminator: Terminator) -> None:
+    """Serve the pipes until process `pid` exits; once `timeout` seconds have passed, end its group (the
+    terminator's thread waits out the grace) and go on. A pidfd (Linux 5.3+) tells the exit: no timer thread."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        if not pipes.serve(pidfd, None if timeout is None else time.monotonic() + timeout):
+            terminator.trigger("timeout")
+            pipes.serve(pidfd, None)
+    finally:
+        os.close(pidfd)
+
+
+def _started(target: Callable[..., object], *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
 
 
 def _result(returncode: int, cause: str | None, duration: float) -> ProcessResult:

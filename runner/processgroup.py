@@ -89,13 +89,12 @@ class Terminator:
                                             daemon=True)
             self._thread.start()
 
-    def disarm(self) -> None:
-        """Ignore later triggers and wait for a termination in progress, so no signal outlives the step."""
+    def disarm(self) -> threading.Thread | None:
+        """Ignore later triggers; returns the thread of a termination in progress, for the caller to wait for (so
+        that no signal outlives the step), or None."""
         with self._lock:
             self._armed = False
-            thread = self._thread
-        if thread is not None:
-            thread.join()
+            return self._thread
 
 
 class Watchdog:

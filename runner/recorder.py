@@ -1,8 +1,9 @@
 """Turns an execution's events into records: one writer thread, log lines inserted in batches, never rewritten.
 
-Job threads only enqueue; the writer takes whatever is queued whenever it is free, so an idle run's line is stored
-at once, a step printing a million lines costs one insert per thousand lines with flat memory, and the database
-sees a single writer per run. After each write, readers in this process watching the run (WebSockets) are told.
+Job threads only enqueue; the writer takes whatever is queued whenever it is free and writes it in one transaction
+(the lines, then the latest report of each job and step), so an idle run's line is stored within milliseconds, a
+step printing a million lines costs a transaction per ten thousand lines with flat memory, and the database sees a
+single writer per run. After each write, readers in this process watching the run (WebSockets) are told.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from runner import queries
+from runner.database import db, peewee
 from runner.events import JobReport, LogBatch, LogEntry, RunObserver, StepReport
 from runner.models import JobResult, Run, StepResult
 
 QUEUE_LIMIT = 10_000  # lines; back-pressure: a flooding step waits for the database instead of filling memory
+GATHER_SECONDS = 0.005  # how long a writer woken after a pause waits for more items; a live log stays prompt
 _STOP = object()
 log = logging.getLogger("forgeyard.recorder")
 
@@ -62,10 +65,11 @@ class Recorder(RunObserver):
     def _put(self, item, lines: int = 0) -> None:
         with self._lock:
             while lines and self._lines >= QUEUE_LIMIT:
+                self._queued.notify()  # a writer gathering items would otherwise keep this flood waiting
                 self._taken.wait()
             self._items.append(item)
             self._lines += lines
-            if self._idle:
+            if self._idle or item is _STOP:
                 self._idle = False
                 self._queued.notify()
 
@@ -73,55 +77,64 @@ class Recorder(RunObserver):
 
     def _take(self) -> deque:
         with self._lock:
-            while not self._items:
+            if not self._items:
                 self._idle = True
-                self._queued.wait()
+                while not self._items:
+                    self._queued.wait()
+                # Woken by the first item after a pause: the ones right behind it (a step's start, its output, its
+                # end) join it in one transaction. A flood never waits here: its items are there already.
+                if self._items[-1] is not _STOP:
+                    self._queued.wait(GATHER_SECONDS)
             items, self._items, self._lines = self._items, deque(), 0
             self._taken.notify_all()
             return items
 
     def _write_loop(self) -> None:
         while True:
-            rows: list[tuple] = []
-            for item in self._take():
-                if isinstance(item, LogBatch):
-                    rows += [(self.run_id, seq, item.timestamp, item.job_id, item.step_index, text)
-                             for seq, text in enumerate(item.texts, item.first_seq)]
-                elif isinstance(item, LogEntry):
-                    rows.append((self.run_id, item.seq, item.timestamp, item.job_id, item.step_index, item.text))
-                else:
-                    # A status change (or the stop mark) writes the lines before it first, so records never show
-                    # a step finished before its output.
-                    self._write_lines(rows)
-                    rows = []
-                    if item is _STOP:
-                        return
-                    self._guarded(self._write_job if isinstance(item, JobReport) else self._write_step, item)
-            self._write_lines(rows)
+            items = self._take()
+            self._write(items)
+            if items[-1] is _STOP:
+                return
 
-    def _write_lines(self, rows: list[tuple]) -> None:
-        if rows:
-            self._guarded(queries.insert_log_rows, rows)
-            _notify(self.run_id)
-
-    def _guarded(self, write, item) -> None:
-        if self._error is not None:
+    def _write(self, items: deque) -> None:
+        """One transaction for everything taken: the lines, then each job's and step's latest report (a step that
+        started and ended since the last write is written once, ended; one still running is written running)."""
+        batches: list[LogBatch] = []
+        jobs: dict[str, JobReport] = {}
+        steps: dict[tuple[str, int], StepReport] = {}
+        for item in items:
+            if isinstance(item, LogBatch):
+                batches.append(item)
+            elif isinstance(item, LogEntry):
+                batches.append(LogBatch(item.seq, item.timestamp, item.job_id, item.step_index, [item.text]))
+            elif isinstance(item, JobReport):
+                jobs[item.job_id] = item
+            elif isinstance(item, StepReport):
+                steps[(item.job_id, item.index)] = item
+        if self._error is not None or not (batches or jobs or steps):
             return
         try:
-            write(item)
+            with db.atomic():
+                queries.insert_log_batches(self.run_id, batches)
+                for job in jobs.values():
+                    self._write_job(job)
+                for step in steps.values():
+                    self._write_step(step)
         except Exception as error:  # kept and re-raised by close(): a lost record must not pass silently
-            self._error = error
+            self._error = _database_error(error)
+            return
+        _notify(self.run_id)
 
     def _write_job(self, job: JobReport) -> None:
         fields = {"name": job.name, "status": job.status, "started_at": job.started_at,
                   "completed_at": job.completed_at, "outputs_json": json.dumps(job.outputs)}
         row_id = self._job_rows.get(job.job_id)
         if row_id is None:
-            row = JobResult.create(run=self.run_id, job_id=job.job_id, job_key=job.key,
-                                   matrix_json=json.dumps(job.matrix), **fields)
-            self._job_rows[job.job_id] = row.id
+            self._job_rows[job.job_id] = queries.insert_record(JobResult, {
+                "run": self.run_id, "job_id": job.job_id, "job_key": job.key, "matrix_json": json.dumps(job.matrix),
+                **fields})
         else:
-            JobResult.update(**fields).where(JobResult.id == row_id).execute()
+            queries.update_record(JobResult, row_id, fields)
 
     def _write_step(self, step: StepReport) -> None:
         fields = {"status": step.status, "outcome": step.outcome, "exit_code": step.exit_code,
@@ -130,15 +143,24 @@ class Recorder(RunObserver):
         key = (step.job_id, step.index)
         row_id = self._step_rows.get(key)
         if row_id is None:
-            row = StepResult.create(run=self.run_id, job_id=step.job_id, step_index=step.index,
-                                    step_id=step.step_id, name=step.name, kind=step.kind, uses=step.uses, **fields)
-            self._step_rows[key] = row.id
+            self._step_rows[key] = queries.insert_record(StepResult, {
+                "run": self.run_id, "job_id": step.job_id, "step_index": step.index, "step_id": step.step_id,
+                "name": step.name, "kind": step.kind, "uses": step.uses, **fields})
         else:
-            StepResult.update(**fields).where(StepResult.id == row_id).execute()
+            queries.update_record(StepResult, row_id, fields)
+
+
+def _database_error(error: BaseException) -> BaseException:
+    """The database error behind `error`, else `error`. On a connection the server has closed (a worker stalled
+    past its lease), peewee's rollback fails too, and its InterfaceError hides the error that called for it."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, peewee.DatabaseError):
+        cause = cause.__context__
+    return cause or error
 
 
 def mark_run(run_id: int, **fields) -> None:
-    Run.update(**fields).where(Run.id == run_id).execute()
+    queries.update_record(Run, run_id, fields)
     _notify(run_id)
 
 

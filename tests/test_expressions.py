@@ -479,6 +479,16 @@ def test_find_templates(value, expected):
     assert find_templates(value) == expected
 
 
+def test_syntax_nodes_are_immutable_values_compared_by_type_and_fields():
+    assert parse("env.B == 1 && !env.C") == parse("env.B == 1 && !env.C  ")  # the same offsets, the same tree
+    assert parse("env.B == 1") != parse("env.B != 1") and parse("!env.C") != parse("env.C")
+    assert len({parse("env.B"), parse("env.B"), parse("env.C")}) == 2
+    assert Template(0, 8, " a ", 3) != (0, 8, " a ", 3) and repr(Template(0, 8, " a ", 3)).startswith("Template(")
+    node = parse("env.B")
+    with pytest.raises(AttributeError):
+        node.target = None
+
+
 @pytest.mark.parametrize(
     ("value", "offset"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -117,6 +118,34 @@ def test_chunks_do_not_split_utf8_characters(tmp_path):
                   env={**ENV, "PYTHONIOENCODING": "utf-8"}, cwd=tmp_path, on_line=lines.append)
     assert len(lines) == 2 and "\ufffd" not in "".join(lines)
     assert "".join(lines) == text
+
+
+def test_reads_split_in_one_go_give_the_lines_cut_one_by_one():
+    # The splitter decodes a read's complete lines at once unless one may be too long; the lines must be those the
+    # line-by-line cutter gives, whatever the reads' boundaries, invalid UTF-8, CRLF or long lines.
+    rng = random.Random(7)
+    pieces = [b"plain line\n", b"crlf\r\n", b"\r\n", b"\n", b"a\xff\xfe bad\n", "ünï ✓ 🚀\n".encode(), b"cut \xe2\x82",
+              b"x" * 70_000, b"y" * 20_000 + b"\n", "é".encode() * 40_000, b"\r"]
+    data = b"".join(rng.choice(pieces) for _ in range(200))
+    for _ in range(10):
+        cuts = sorted(rng.sample(range(1, len(data)), 40))
+        fast: list[str] = []
+        slow: list[str] = []
+        fast_splitter, slow_splitter = process._LineSplitter(fast.extend), process._LineSplitter(slow.extend)
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            fast_splitter.feed(data[start:end])
+            slow_splitter._buffer += data[start:end]
+            slow_splitter._cut(slow_splitter._buffer)
+        fast_splitter.flush()
+        slow_splitter.flush()
+        assert fast == slow
+
+
+def test_output_is_passed_on_by_the_calling_thread_without_a_thread_per_step(tmp_path):
+    seen: set[tuple[int, int]] = set()
+    result = run_streaming(["bash", "-c", "echo one; sleep 0.1; echo two"], env=ENV, cwd=tmp_path, timeout=30,
+                           on_line=lambda line: seen.add((threading.get_ident(), threading.active_count())))
+    assert result.exit_code == 0 and seen == {(threading.get_ident(), threading.active_count())}
 
 
 def test_many_lines_stream_in_order(tmp_path):

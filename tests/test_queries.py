@@ -64,7 +64,7 @@ def test_run_counts_follow_every_insert_update_and_delete(db):
 
 def test_runs_already_there_are_counted_by_the_migration(database_url, monkeypatch):
     every = migrations.MIGRATIONS
-    monkeypatch.setattr(migrations, "MIGRATIONS", [step for step in every if step[0] != 8])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [step for step in every if step[0] < 8])  # a database of before 8
     connected = database.connect(database_url)
     try:
         for status in ("failed", "failed", "completed"):
@@ -122,7 +122,7 @@ def test_a_page_of_runs_reads_its_log_tails_in_one_query(db):
         views = run_list_views(queries.list_runs(limit=50))
     finally:
         db.query_hooks.clear()
-    assert len(statements) == 2  # the page, then every tail
+    assert len([sql for sql in statements if "log_lines" in sql]) == 1  # every tail in one query
     for view in views:
         lines = printed[view["id"]]
         tail = range(max(1, lines - LIST_LOG_TAIL_LINES + 1), lines + 1)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from runner import database, migrations, queries
 from runner import recorder as recorder_module
 from runner.database import peewee
-from runner.events import EventHub, LogEntry, RunObserver, StepReport
+from runner.events import EventHub, LogBatch, LogEntry, RunObserver, StepReport
 from runner.masking import SecretMasker
 from runner.models import BuildOutput, JobResult, LogLine, Run, StepResult
 from runner.recorder import Recorder
@@ -160,6 +161,13 @@ def test_deleting_a_run_deletes_its_records(db):
         assert {row.run_id for row in model.select()} == {kept.id}, model
 
 
+def test_log_lines_of_a_run_that_does_not_exist_are_refused(db):
+    run = new_run()
+    with pytest.raises(peewee.IntegrityError):
+        queries.insert_log_lines([*log_rows(run.id, [1]), *log_rows(run.id + 1, [1])])
+    assert LogLine.select().count() == 0
+
+
 def test_log_lines_have_one_index_on_run_and_seq(db):
     assert index_columns(db, "log_lines") == [["run_id", "seq"]]
 
@@ -218,6 +226,74 @@ def test_the_recorder_stores_lines_before_a_later_status_and_tells_watchers(db):
     EventHub([recorder], SecretMasker(), first_seq=2502).log("build", 0, "unwatched")
     recorder.close()
     assert not told.is_set()
+
+def test_the_recorder_writes_a_take_in_one_transaction_and_a_step_once(db):
+    run = new_run()
+    recorder = Recorder(run.id)
+    started = StepReport("build", 0, None, "print", "run", status="running", started_at=utcnow())
+    finished = StepReport("build", 0, None, "print", "run", status="success", exit_code=0,
+                          started_at=started.started_at, completed_at=utcnow())
+    statements: list[str] = []
+    db.query_hooks.append(lambda event: statements.append(event.sql))
+    try:  # what the writer would take after a short step: its start, its lines and its end
+        recorder._write(deque([started, LogBatch(1, utcnow(), "build", 0, ["one", "two"]),
+                               LogEntry(3, utcnow(), "build", 0, "three"), finished]))
+    finally:
+        db.query_hooks.clear()
+    recorder.close()
+
+    assert len([sql for sql in statements if "step_results" in sql]) == 1  # written once, ended
+    [step] = queries.step_results(run.id)
+    assert (step.status, step.exit_code, step.completed_at) == ("success", 0, finished.completed_at)
+    assert [line.text for line in queries.iter_log_lines(run.id)] == ["one", "two", "three"]
+
+
+def test_a_step_still_running_at_a_write_is_recorded_running(db):
+    run = new_run()
+    recorder = Recorder(run.id)
+    step = StepReport("build", 0, None, "sleep", "run", status="running", started_at=utcnow())
+    recorder.step_changed(step)
+    deadline = time.monotonic() + 30
+    while [s.status for s in queries.step_results(run.id)] != ["running"]:
+        assert time.monotonic() < deadline, "a running step was not recorded while it ran"
+        time.sleep(0.01)
+    step.status, step.completed_at = "success", utcnow()
+    recorder.step_changed(step)
+    recorder.close()
+    assert [s.status for s in queries.step_results(run.id)] == ["success"]
+
+
+def test_records_written_by_hand_built_sql_read_back_as_peewee_writes_them(db):
+    run = new_run()
+    moment = datetime(2026, 1, 8, 10, 0, 0, 123456)
+    values = {"run": run.id, "job_id": "build", "step_id": None, "name": "ünï ✓", "kind": "run", "uses": None,
+              "status": "running", "outcome": None, "exit_code": None, "attempts": 1, "started_at": moment,
+              "completed_at": None, "outputs_json": "{}", "error": None}
+    ids = [queries.insert_record(StepResult, {**values, "step_index": 0}),
+           StepResult.create(**values, step_index=1).id]
+    later = {"status": "failure", "exit_code": 2, "completed_at": moment.replace(microsecond=0), "error": "x'y"}
+    queries.update_record(StepResult, ids[0], later)
+    StepResult.update(**later).where(StepResult.id == ids[1]).execute()
+
+    rows = [db.execute_sql("SELECT * FROM step_results WHERE id = " + db.param, [row_id]).fetchone()[3:]
+            for row_id in ids]  # as stored, past id, run_id and job_id
+    assert rows[0][0] == 0 and rows[1][0] == 1 and rows[0][1:] == rows[1][1:]
+    assert StepResult.get(StepResult.step_index == 0).id == ids[0]  # the id returned is the row's
+
+
+def test_lines_logged_together_read_back_as_written(db):
+    run = new_run()
+    stamps = [datetime(2026, 1, 8, 10, 0, 0), datetime(2026, 1, 8, 10, 0, 1, 5)]  # without and with microseconds
+    texts = ["plain", "tab\there", "back\\slash \\N", "nul\0byte", "ünïcødé ✓", "", "cr\rreturn"]
+    queries.insert_log_batches(run.id, [LogBatch(1, stamps[0], "build", 0, texts),
+                                        LogBatch(8, stamps[1], None, None, ["only", "plain"])])
+
+    lines = [(line.seq, line.timestamp, line.job_id, line.step_index, line.text)
+             for line in queries.iter_log_lines(run.id)]
+    stored = [text.replace("\0", "\ufffd") for text in texts]  # PostgreSQL cannot store NUL
+    assert lines == [*((seq, stamps[0], "build", 0, text) for seq, text in enumerate(stored, 1)),
+                     (8, stamps[1], None, None, "only"), (9, stamps[1], None, None, "plain")]
+
 
 # --- connections and migrations --------------------------------------------------------------------------
 
