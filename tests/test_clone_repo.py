@@ -866,6 +866,22 @@ def test_a_prepared_checkout_holds_no_credential_and_is_moved_in_only_once_the_s
     assert PREPARED in clone(git_http.token).log
 
 
+def _clone_then(tmp_path, url: str, key: str, action):
+    """Runs a job that clones `url` and then runs `action` as a test step named `key`."""
+    register(BuiltinStep(key, key, "test", 99, False, action))
+    try:
+        return run_pipeline(f"""
+            jobs:
+              build:
+                steps:
+                  - uses: clone_repo
+                    with: {{repository: "{url}", ref: main}}
+                  - uses: {key}
+        """, tmp_path)
+    finally:
+        unregister(key)
+
+
 def _look_for_the_prepared_tree(context) -> dict:
     """A test step: whether the tree of the clone before it gets prepared while the job still runs (a second)."""
     clone = context.state["clone_repo"]
@@ -879,18 +895,7 @@ def _look_for_the_prepared_tree(context) -> dict:
 def test_the_preparation_waits_for_the_job_that_cloned_to_end(tmp_path, history):
     _, remote, commits = history
     url = f"file://{remote}"
-    register(BuiltinStep("t_look", "Look for the prepared tree", "test", 99, False, _look_for_the_prepared_tree))
-    try:
-        result = run_pipeline(f"""
-            jobs:
-              build:
-                steps:
-                  - uses: clone_repo
-                    with: {{repository: "{url}", ref: main}}
-                  - uses: t_look
-        """, tmp_path)
-    finally:
-        unregister("t_look")
+    result = _clone_then(tmp_path, url, "t_look", _look_for_the_prepared_tree)
     assert result.outputs("build", 1) == {"seen": "False"}  # the job's later steps had the machine to themselves
     _wait_for(checkouts.prepared_path(url, commits["third"]).exists, "the preparation after the job")
 
@@ -904,18 +909,7 @@ def _cancel_the_job(context) -> dict:
 def test_a_job_cancelled_after_its_clone_prepares_nothing(tmp_path, history):
     _, remote, commits = history
     url = f"file://{remote}"
-    register(BuiltinStep("t_cancel_job", "Cancel the job", "test", 99, False, _cancel_the_job))
-    try:
-        result = run_pipeline(f"""
-            jobs:
-              build:
-                steps:
-                  - uses: clone_repo
-                    with: {{repository: "{url}", ref: main}}
-                  - uses: t_cancel_job
-        """, tmp_path)
-    finally:
-        unregister("t_cancel_job")
+    result = _clone_then(tmp_path, url, "t_cancel_job", _cancel_the_job)
     assert result.steps[("build", 0)].status == "success"
     for thread in threading.enumerate():  # the preparation waits for the job, then sees it cancelled
         if thread.name == "prepare checkout":
