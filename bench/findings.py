@@ -32,16 +32,13 @@ BOTTLENECKS: dict[str, str] = {
          "(whole warm command 9.7 → 5.2 s, cold 11.5 → 14.4 s). Cold (3a) is the work of `git clone --depth 1` "
          "(fetch with fsck, checkout) plus ≈ 0.5 s of start-up, links and lock: 1.07× at load ≈ 1.5, 0.96-1.12× "
          "as other work holds the cores, so its margin to 1.1× is within the noise (not profiled further).",
-    "4": "Still deflate, now zlib-ng's (PyPI `zlib-ng` 1.1.0, zlib-ng 2.3.3, for deflate and CRC-32): create_zip "
-         "of the tree takes ≈ 2.6-2.9 s of CPU (zlib: ≈ 3.8-4.0 s; Info-ZIP: ≈ 3.9 s); perf puts ≈ 77% of it in "
-         "zlib-ng's deflate_medium/longest_match on the two compressing threads, ≈ 0.4 s in the walk, reads, CRC, "
-         "sha256 and writes. At level 6 zlib-ng is ≈ 1.5× zlib on this text, not 2×, so the CPU ratio to Info-ZIP "
-         "is ≈ 0.7: the row meets 0.6× only while the second core is mostly free (0.53× of medians, best runs "
-         "0.36×, interleaved at load ≈ 3.5) and measures 0.66-0.86× when other work holds a core (runs at load "
-         "2-8). Fix: a faster level-6 deflate for whole files — libdeflate (PyPI `deflate`; releases the GIL, "
-         "same bytes for the same version), zlib-ng kept for the streamed blocks libdeflate cannot chain: 2.15-2.3 "
-         "s of CPU (0.58× Info-ZIP's) and a 0.7% smaller ZIP in a trial. zlib-ng's levels 3-5 (the same "
-         "deflate_medium strategy) cost 2.0-2.6 s but compress less; the level stays the user's.",
+    "4": "Met (0.42× of medians, at load 1.2-4.3) since whole files are deflated by libdeflate (PyPI `deflate` "
+         "0.9.0, ≈ 1.4× zlib-ng at level 6, outside the GIL) and only the blocks of files over 1 MiB by zlib-ng, "
+         "which can prime and sync-flush a stream: create_zip of the tree takes ≈ 2.15-2.4 s of CPU (zlib-ng "
+         "alone: 2.65-2.9 s; Info-ZIP: ≈ 3.7-3.8 s, so ≈ 0.6× of its CPU) and the ZIP is 0.65% smaller. What is "
+         "left is deflate itself on two threads plus ≈ 0.4 s of walk, reads, CRC, sha256 and writes; when other "
+         "work holds a core the ratio tends to the CPU ratio, ≈ 0.6×. zlib-ng's levels 3-5 would cost less but "
+         "compress less; the level stays the user's.",
     "5": "Met (0.03×) since the overlay runs no builder: build_image writes the layer (a deterministic tar of the "
          "branded and patched files) and the image config (the base's plus ENV, LABEL, the new diff id and "
          "history) in Python (runner/imagelayer.py) and `docker load`s an archive holding that layer only — the "

@@ -4,9 +4,10 @@ Same tree, same options → same bytes: entries sorted by name bytes, one fixed 
 no extra fields but ZIP64's. Worker threads read and compress, the caller's thread writes in order. Small
 files go in batches; a file over BLOCK_SIZE is cut into blocks compressed in parallel as pieces of one deflate
 stream (as pigz does), so memory stays bounded whatever the file size. A file whose first 64 KiB do not
-deflate by 2 % is not compressed (stored, or deflate's stored blocks). Deflate and CRC-32 are zlib-ng's
-(PyPI `zlib-ng`): faster than zlib at the same level and, like it, outside the GIL; the bytes depend on
-zlib-ng's version (pinned in setup.cfg), never on the run or the thread count.
+deflate by 2 % is not compressed (stored, or deflate's stored blocks). Whole files are deflated by libdeflate
+(PyPI `deflate`, ≈ 1.4× zlib-ng at level 6), the blocks of large files and CRC-32 by zlib-ng (PyPI `zlib-ng`),
+whose stream can be primed and sync-flushed; both run outside the GIL. The bytes depend on both libraries'
+versions (pinned in setup.cfg), never on the run or the thread count.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import deflate
 from zlib_ng import zlib_ng
 
 from runner.ziptree import (
@@ -84,7 +86,7 @@ class _Packed:
     method: int
     crc: int
     size: int  # uncompressed bytes
-    data: bytes  # as written to the archive
+    data: bytes | bytearray  # as written to the archive (libdeflate gives a bytearray)
 
 
 def _read_range(fd: int, offset: int, length: int) -> bytes:
@@ -113,10 +115,10 @@ def _changed(entry: Entry) -> ArchiveError:
     return ArchiveError(f"{entry.name.decode()!r} changed while it was being archived")
 
 
-def _incompressible(head: bytes, compressor: zlib_ng._Compress, sample_size: int) -> bool:
-    """Whether deflating a file's first `sample_size` bytes (`head` so far, the rest pending in a copy of the
-    compressor) saves under 2 %: as `zip -n` does for known suffixes, such a file is stored, not deflated."""
-    return (len(head) + len(compressor.flush())) * 50 >= sample_size * 49
+def _incompressible(head: bytes | memoryview, level: int) -> bool:
+    """Whether deflating a file's first PROBE_SIZE bytes (`head`) saves under 2 %: as `zip -n` does for known
+    suffixes, such a file is stored, not deflated."""
+    return len(deflate.deflate_compress(head, level)) * 50 >= len(head) * 49
 
 
 def _pack_batch(entries: tuple[Entry, ...], level: int) -> list[_Packed]:
@@ -135,16 +137,9 @@ def _pack_file(entry: Entry, level: int) -> _Packed:
     if len(data) != entry.size:
         raise _changed(entry)
     crc = zlib_ng.crc32(data)
-    if level == 0:
+    if level == 0 or (entry.size > PROBE_SIZE and _incompressible(memoryview(data)[:PROBE_SIZE], level)):
         return _Packed(STORED, crc, entry.size, data)
-    if entry.size > PROBE_SIZE:
-        compressor = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15)
-        head = compressor.compress(memoryview(data)[:PROBE_SIZE])
-        if _incompressible(head, compressor.copy(), PROBE_SIZE):
-            return _Packed(STORED, crc, entry.size, data)
-        packed = head + compressor.compress(memoryview(data)[PROBE_SIZE:]) + compressor.flush()
-    else:  # one call: the same bytes as a compressor object's, without the object
-        packed = zlib_ng.compress(data, level, -15)
+    packed = deflate.deflate_compress(data, level)  # raw deflate, as a ZIP entry holds it
     return _Packed(DEFLATED, crc, entry.size, packed) if len(packed) < len(data) else _Packed(
         STORED, crc, entry.size, data)
 
@@ -163,11 +158,6 @@ def _pack_block(entry: Entry, fd: int, offset: int, level: int) -> _Packed:
                   else zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15))
     packed = compressor.compress(block) + compressor.flush(zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)
     return _Packed(DEFLATED, zlib_ng.crc32(block), length, packed)
-
-
-def _probe_incompressible(fd: int, level: int) -> bool:
-    compressor = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15)
-    return _incompressible(compressor.compress(_read_range(fd, 0, PROBE_SIZE)), compressor, PROBE_SIZE)
 
 
 # -- the archive format, in the caller's thread ------------------------------------------------------------
@@ -327,7 +317,7 @@ class _Pipeline:
             fd = _open_regular(unit)
             self.open_fds.add(fd)
             # Decided once for the whole member, before its blocks are compressed in parallel.
-            level = self.level if self.level and not _probe_incompressible(fd, self.level) else 0
+            level = self.level if self.level and not _incompressible(_read_range(fd, 0, PROBE_SIZE), self.level) else 0
             yield _Item("head", (unit,))
             for offset in range(0, unit.size, BLOCK_SIZE):
                 yield _Item("block", (unit,), self.pool.submit(_pack_block, unit, fd, offset, level))
