@@ -1,8 +1,9 @@
 """What profiling (pyinstrument, py-spy) found behind each target the bench missed, and the fix proposed; text only.
 
 Profiled on 2026-11-26 at commit aa7117a, and rows 1, 3, 4, 5 and 6 again while fixing them (commits 6e72c7e to
-f3c9859: perf, py-spy, pyinstrument and PostgreSQL's own CPU time), on the shared 2-core machine. The closing note prints the entry of each row that misses its target; when a row starts
-meeting it, its entry is simply not printed.
+f3c9859: perf, py-spy, pyinstrument and PostgreSQL's own CPU time), on the shared 2-core machine. The closing
+note prints the entry of each row that misses its target; when a row starts meeting it, its entry is simply not
+printed.
 """
 
 from __future__ import annotations
