@@ -322,6 +322,18 @@ def check_expressions(document: Document) -> Iterator[Diagnostic]:
             yield from _check_expression(document, facts, path, value, scope, text, offset, region)
 
 
+def expression_texts(data: Any) -> Iterator[str]:
+    """The text of every expression of a pipeline's data, as the checks above find them (each `${{ }}`, and an
+    `if:` written without one); strings that do not parse are left out (validation reports them)."""
+    for path, value in _strings(data, ()):
+        if path[0] == "on":
+            continue
+        try:
+            yield from (text for text, _, _ in _pieces(value, _scope(path)))
+        except expressions.ExpressionError:
+            continue
+
+
 def _pieces(value: str, scope: _Scope) -> list[tuple[str, int, tuple[int, int]]]:
     """(expression text, its offset in value, the source text to find it by) for each expression in value."""
     if scope.condition and "${{" not in value:  # as in GitHub Actions: `if:` needs no `${{ }}`

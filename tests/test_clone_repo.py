@@ -25,6 +25,7 @@ from runner.gitcache import cache_path
 from runner.runs import RunOptions, create_run, execute_run
 from runner.spec import load_spec
 from runner.steps import BuiltinStep, clone_repo, register, unregister
+from tests.services import service_unavailable
 from tests.services.git_http import GitHttpServer
 from tests.services.gitrepos import COMMIT_TIME, WorkRepo, bare_repo, git, make_remote, object_count
 from tests.services.sshd import GitSshServer
@@ -808,7 +809,7 @@ def test_a_preparation_killed_midway_leaves_nothing_a_clone_would_take(tmp_path,
 def test_no_tree_is_prepared_when_the_cache_is_on_another_file_system(tmp_path, monkeypatch, history):
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on a file system of its own")
+        service_unavailable("needs /dev/shm on a file system of its own (a tmpfs)")
     _, remote, _ = history
     cache = Path(tempfile.mkdtemp(dir=shm))
     monkeypatch.setenv("FORGEYARD_CACHE_DIR", str(cache))

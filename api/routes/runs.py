@@ -24,7 +24,8 @@ from api.views import LIST_COLUMNS, TERMINAL, run_list_views, run_view
 from runner import catalog, queries, queue, settings
 from runner.database import db, peewee, transaction_immediate
 from runner.diagnostics import DiagnosticError
-from runner.expressions import ExpressionError, find_templates, reference_offsets
+from runner.expressions import ExpressionError, reference_offsets
+from runner.lint import expression_texts
 from runner.models import RUN_STATUSES, Run
 from runner.plan import InputError, resolve_inputs
 from runner.runs import create_run as record_run
@@ -292,28 +293,13 @@ def _has_shell_steps(spec: Spec) -> bool:
 
 def _reads_secrets(spec: Spec) -> bool:
     """Whether an expression of the pipeline reads the secrets context."""
-    for text in _expressions(spec.data):
+    for text in expression_texts(spec.data):
         try:
             if any(reference[0] == "secrets" for reference, _ in reference_offsets(text)):
                 return True
         except ExpressionError:
-            continue  # not an expression where it stands (the linter checked every place one can be)
+            continue  # validation reports it
     return False
-
-
-def _expressions(value: Any, key: Any = None) -> Iterator[str]:
-    """The expression texts in a pipeline's data: each `${{ }}`, and an `if:` written without one."""
-    if isinstance(value, str):
-        if key == "if" and "${{" not in value:
-            yield value
-        else:
-            yield from (template.expression for template in find_templates(value))
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from _expressions(item, name)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _expressions(item)
 
 
 def execution_result(run: Run) -> dict[str, Any]:

@@ -12,14 +12,12 @@ from datetime import date
 
 import pytest
 from PIL import Image, ImageDraw
+from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
 from tests.services.api_server import ApiServer, start_api_server
 from tests.services.registry import RegistryService
 from tests.services.runs_api import run_to_end
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
 
 SECRET = "s3cret-Dashboard-Pa55word"
 XSS = "<img src=x onerror=alert(1)>"
